@@ -1,0 +1,6 @@
+// Package certs obtains, renews and serves TLS certificates: static PEM files
+// reloaded on change, ACME through certmagic, or a local CA for development.
+// It opens no listeners: callers put [Manager.GetCertificate] into a
+// tls.Config and wrap their plain-HTTP handler with [Manager.HTTPHandler] for
+// ACME HTTP-01 challenges. It is the only package that imports certmagic.
+package certs

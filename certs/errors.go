@@ -1,0 +1,6 @@
+package certs
+
+import "errors"
+
+// ErrNoCertificate is returned when no certificate is loaded yet.
+var ErrNoCertificate = errors.New("certs: no certificate loaded")

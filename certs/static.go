@@ -1,0 +1,198 @@
+package certs
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// staticSource serves one certificate from PEM files and swaps it when the
+// files change. A broken replacement keeps the last good certificate.
+type staticSource struct {
+	certFile, keyFile string
+	interval          time.Duration
+	log               *slog.Logger
+	metrics           *metrics
+	now               func() time.Time
+
+	cert atomic.Pointer[tls.Certificate]
+
+	mu      sync.Mutex // serializes loads; guards sum and lastErr
+	sum     [32]byte   // hash of the loaded cert and key bytes
+	lastErr error
+}
+
+func newStaticSource(cfg Config, m *metrics) (*staticSource, error) {
+	s := &staticSource{
+		certFile: cfg.CertFile, keyFile: cfg.KeyFile,
+		interval: cfg.CheckInterval,
+		log:      cfg.Logger, metrics: m, now: cfg.Now,
+	}
+	if _, err := s.load(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *staticSource) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	c := s.cert.Load()
+	if c == nil {
+		return nil, ErrNoCertificate
+	}
+	return c, nil
+}
+
+// load reads both files and swaps the certificate if their content changed.
+// It reports whether a new certificate was installed.
+func (s *staticSource) load() (changed bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	certPEM, err := os.ReadFile(s.certFile)
+	if err != nil {
+		return false, s.fail(fmt.Errorf("reading certificate file: %w", err))
+	}
+	keyPEM, err := os.ReadFile(s.keyFile)
+	if err != nil {
+		return false, s.fail(fmt.Errorf("reading key file: %w", err))
+	}
+	sum := sha256.Sum256(append(append(bytes.Clone(certPEM), 0), keyPEM...))
+	if sum == s.sum && s.cert.Load() != nil {
+		return false, nil
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return false, s.fail(fmt.Errorf("loading %s and %s: %w", s.certFile, s.keyFile, err))
+	}
+	leaf := cert.Leaf // filled by X509KeyPair since Go 1.23
+	if leaf == nil {
+		return false, s.fail(fmt.Errorf("loading %s: no certificate", s.certFile))
+	}
+	s.sum, s.lastErr = sum, nil
+	s.cert.Store(&cert)
+	s.metrics.reloads.WithLabelValues("success").Inc()
+	s.metrics.expiry.Reset()
+	for _, n := range certNames(leaf.DNSNames, leaf.IPAddresses, leaf.Subject.CommonName) {
+		s.metrics.expiry.WithLabelValues(n).Set(float64(leaf.NotAfter.Unix()))
+	}
+	attrs := []any{"file", s.certFile, "names", certNames(leaf.DNSNames, leaf.IPAddresses, leaf.Subject.CommonName),
+		"not_after", leaf.NotAfter.UTC().Format(time.RFC3339)}
+	if s.now().After(leaf.NotAfter) {
+		s.log.Warn("certificate loaded but already expired", attrs...)
+	} else {
+		s.log.Info("certificate loaded", attrs...)
+	}
+	return true, nil
+}
+
+func (s *staticSource) fail(err error) error {
+	s.lastErr = err
+	s.metrics.reloads.WithLabelValues("error").Inc()
+	return err
+}
+
+func (s *staticSource) reload(context.Context) error {
+	_, err := s.load()
+	if err != nil && s.cert.Load() != nil {
+		s.log.Warn("certificate reload failed; keeping the previous certificate", "file", s.certFile, "err", err)
+	}
+	return err
+}
+
+func (s *staticSource) ready() error {
+	c := s.cert.Load()
+	if c == nil {
+		return ErrNoCertificate
+	}
+	if s.now().After(c.Leaf.NotAfter) {
+		return fmt.Errorf("certificate %s expired at %s", s.certFile, c.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+func (s *staticSource) status() []Status {
+	c := s.cert.Load()
+	if c == nil {
+		return nil
+	}
+	s.mu.Lock()
+	lastErr := s.lastErr
+	s.mu.Unlock()
+	st := Status{
+		Names:    certNames(c.Leaf.DNSNames, c.Leaf.IPAddresses, c.Leaf.Subject.CommonName),
+		Source:   "file",
+		Issuer:   c.Leaf.Issuer.String(),
+		NotAfter: c.Leaf.NotAfter,
+	}
+	if lastErr != nil {
+		st.LastError = lastErr.Error()
+	}
+	return []Status{st}
+}
+
+// run watches the directories holding the files, because editors, cp and the
+// kubelet replace files by rename or symlink swap, which a watch on the file
+// itself would miss. A timer re-checks in case events are lost.
+func (s *staticSource) run(ctx context.Context) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		s.log.Warn("file watching unavailable; relying on periodic checks", "err", err)
+	} else {
+		defer w.Close()
+		dirs := map[string]bool{filepath.Dir(s.certFile): true, filepath.Dir(s.keyFile): true}
+		for d := range dirs {
+			if err := w.Add(d); err != nil {
+				s.log.Warn("cannot watch certificate directory; relying on periodic checks", "file", d, "err", err)
+			}
+		}
+	}
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	if w != nil {
+		events, errs = w.Events, w.Errors
+	}
+	tick := time.NewTicker(s.interval)
+	defer tick.Stop()
+	// Debounce: a kubelet swap or an editor save is several events.
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			debounce.Reset(100 * time.Millisecond)
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			s.log.Warn("file watch error", "err", err)
+		case <-debounce.C:
+			s.reloadQuiet(ctx)
+		case <-tick.C:
+			s.reloadQuiet(ctx)
+		}
+	}
+}
+
+// reloadQuiet reloads and logs only failures; a half-written pair seen in
+// the middle of an update is retried by the next event or tick.
+func (s *staticSource) reloadQuiet(ctx context.Context) {
+	if err := s.reload(ctx); err != nil && s.cert.Load() == nil {
+		s.log.Error("certificate load failed", "file", s.certFile, "err", err)
+	}
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/outrider-dev/outrider/certs"
+	"github.com/outrider-dev/outrider/internal/admin"
+	"github.com/outrider-dev/outrider/proxy"
+)
+
+func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("outrider proxy", "HTTPS-terminating reverse proxy in front of a localhost-only app.\n"+
+		"Certificates come from exactly one source: ACME (--domain), static files (--cert/--key)\n"+
+		"or the internal CA (--tls-internal, the default when neither is given).")
+	listen := fs.String("listen", ":443", "HTTPS `address` (HTTP/1.1 and HTTP/2)")
+	httpListen := fs.String("http-listen", ":80", "plain-HTTP `address`: ACME HTTP-01 and 308 redirects to HTTPS; empty turns it off")
+	adminListen := fs.String("admin-listen", "127.0.0.1:9901", "`address` for /metrics, /healthz, /readyz, /status; empty turns it off")
+	upstream := fs.String("upstream", "", "the app: http://127.0.0.1:8080 or unix:///run/app.sock (required)")
+	allowRemote := fs.Bool("allow-remote-upstream", false, "allow an upstream host that is not loopback (its traffic is plain HTTP)")
+	trustedProxies := newListFlag(fs, "trusted-proxies", "`CIDR` whose X-Forwarded-*/Forwarded headers are kept")
+	upstreamTimeout := durationFlag(fs, "upstream-timeout", 60*time.Second, "longest wait for the upstream's response headers before answering 504")
+	idleTimeout := durationFlag(fs, "idle-timeout", 5*time.Minute, "close a connection, body, WebSocket or stream silent this long in both directions")
+	hsts := fs.Int("hsts", 0, "Strict-Transport-Security max-age in `seconds`; 0 turns it off")
+	shutdownTimeout := durationFlag(fs, "shutdown-timeout", 30*time.Second, "how long SIGTERM/SIGINT waits for in-flight requests")
+	rewrites := newListFlag(fs, "legacy-rewrites", "legacy-app fixes: location (Location/Refresh to https), cookie (Set-Cookie Secure), destination (WebDAV); empty turns all off",
+		"location", "cookie", "destination")
+	accessLog := fs.Bool("access-log", true, "log one line per request")
+	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin listener")
+	cf := addCertFlags(fs)
+	lf := addLogFlags(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if *hsts < 0 {
+		return usageError{fmt.Errorf("invalid value %d for flag --hsts: must not be negative", *hsts)}
+	}
+	rw, err := proxy.ParseRewrites(rewrites.values)
+	if err != nil {
+		return usageError{fmt.Errorf("invalid value for flag --legacy-rewrites: %w", err)}
+	}
+	trusted, err := proxy.ParsePrefixes(trustedProxies.values)
+	if err != nil {
+		return usageError{fmt.Errorf("invalid value for flag --trusted-proxies: %w", err)}
+	}
+
+	reg := newRegistry()
+	certMgr, err := certs.New(cf.config(log.With("component", "certs"), reg))
+	if err != nil {
+		return usageError{err}
+	}
+	srv, err := proxy.New(proxy.Config{
+		Listen:              *listen,
+		HTTPListen:          *httpListen,
+		Upstream:            *upstream,
+		AllowRemoteUpstream: *allowRemote,
+		GetCertificate:      certMgr.GetCertificate,
+		NextProtos:          certMgr.NextProtos(),
+		WrapHTTP:            certMgr.HTTPHandler,
+		Names:               certMgr.Names(),
+		TrustedProxies:      trusted,
+		UpstreamTimeout:     *upstreamTimeout,
+		IdleTimeout:         *idleTimeout,
+		ShutdownTimeout:     *shutdownTimeout,
+		HSTS:                time.Duration(*hsts) * time.Second,
+		Rewrites:            rw,
+		AccessLog:           *accessLog,
+		Logger:              log.With("component", "proxy"),
+		Registerer:          reg,
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	adm := admin.New(admin.Config{
+		Addr:     *adminListen,
+		Gatherer: reg,
+		Pprof:    *pprof,
+		Logger:   log.With("component", "admin"),
+		Checks: []admin.Check{
+			{Name: "certificate", Func: certMgr.Ready},
+			{Name: "upstream", Func: srv.CheckUpstream},
+		},
+	})
+	adm.Handle("GET /status", statusHandler(map[string]func() any{
+		"certificates": func() any { return certMgr.Status() },
+	}))
+
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	if err := adm.Listen(); err != nil {
+		return err
+	}
+	log.Info("ready", "https_addr", srv.Addr(), "http_addr", srv.HTTPAddr(), "admin_addr", adm.Addr(), "upstream", *upstream)
+	err = serve(ctx, log, adm,
+		service{name: "certs", run: certMgr.Run, reload: certMgr.Reload},
+		service{name: "proxy", run: srv.Serve},
+	)
+	if err == nil {
+		log.Info("stopped")
+	}
+	return err
+}

@@ -1,0 +1,18 @@
+package main
+
+// Placeholders for subcommands under construction; each is replaced by its
+// own file (configsync.go, top.go, ca.go, preflight.go, demo.go).
+
+import (
+	"context"
+	"errors"
+	"io"
+)
+
+var errNotBuilt = errors.New("this subcommand is not built yet")
+
+func runConfigsync(context.Context, []string, io.Writer, io.Writer) error { return errNotBuilt }
+func runTop(context.Context, []string, io.Writer, io.Writer) error        { return errNotBuilt }
+func runCA(context.Context, []string, io.Writer, io.Writer) error         { return errNotBuilt }
+func runPreflight(context.Context, []string, io.Writer, io.Writer) error  { return errNotBuilt }
+func runDemo(context.Context, []string, io.Writer, io.Writer) error       { return errNotBuilt }

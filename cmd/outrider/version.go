@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+type buildInfo struct {
+	Version   string `json:"version"`
+	Commit    string `json:"commit"`
+	GoVersion string `json:"go_version"`
+}
+
+func readBuildInfo() buildInfo {
+	bi := buildInfo{Version: version, Commit: "unknown", GoVersion: runtime.Version()}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				bi.Commit = s.Value
+			}
+		}
+	}
+	return bi
+}
+
+func runVersion(_ context.Context, args []string, stdout, _ io.Writer) error {
+	fs := newFlagSet("outrider version", "Print the version, commit and Go version.")
+	asJSON := fs.Bool("json", false, "print JSON for machines")
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	bi := readBuildInfo()
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(bi)
+	}
+	_, err := fmt.Fprintf(stdout, "outrider %s (commit %s, %s)\n", bi.Version, bi.Commit, bi.GoVersion)
+	return err
+}

@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a Server. Listen, Upstream and GetCertificate are
+// required; every other zero value has a documented default.
+type Config struct {
+	// Listen is the HTTPS address, e.g. ":443".
+	Listen string
+	// HTTPListen is the plain-HTTP address that redirects to HTTPS with 308
+	// (and answers ACME HTTP-01 through WrapHTTP). Empty turns it off.
+	HTTPListen string
+
+	// Upstream is the app: "http://127.0.0.1:8080" (a path is prefixed to
+	// every request) or "unix:///run/app.sock".
+	Upstream string
+	// AllowRemoteUpstream permits an upstream host that is not loopback.
+	// Off by default: traffic to the upstream is plain HTTP.
+	AllowRemoteUpstream bool
+
+	// GetCertificate supplies the certificate for each TLS handshake.
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// NextProtos are ALPN protocols offered after h2 and http/1.1, such as
+	// "acme-tls/1" for the TLS-ALPN-01 challenge.
+	NextProtos []string
+	// WrapHTTP wraps the plain-HTTP handler (the HTTPS redirect), so that
+	// ACME HTTP-01 challenges can be answered first. If nil, no wrapping.
+	WrapHTTP func(http.Handler) http.Handler
+
+	// Names are the host names served. A request whose Host is not one of
+	// them (a "*.example.com" entry matches one label) is answered 421.
+	// If empty, any Host is served.
+	Names []string
+	// TrustedProxies are the peers whose X-Forwarded-*/Forwarded headers
+	// are kept and extended; from anyone else they are replaced.
+	TrustedProxies []netip.Prefix
+
+	// UpstreamTimeout bounds the wait for the upstream's response headers;
+	// past it the client gets 504. If zero, 60s.
+	UpstreamTimeout time.Duration
+	// DialTimeout bounds connecting to the upstream. If zero, 5s.
+	DialTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection, a request or response
+	// body, a WebSocket or an SSE stream on which no byte moved for this
+	// long, in either direction. Long transfers that keep moving are never
+	// cut. If zero, 5m.
+	IdleTimeout time.Duration
+	// ReadHeaderTimeout bounds reading a request's headers (slowloris).
+	// If zero, 10s.
+	ReadHeaderTimeout time.Duration
+	// MaxHeaderBytes bounds a request's header size. If zero, 64 KiB.
+	MaxHeaderBytes int
+	// ShutdownTimeout is how long Serve waits for in-flight requests after
+	// its context is done. If zero, 30s.
+	ShutdownTimeout time.Duration
+
+	// HSTS, when positive, adds Strict-Transport-Security with this max-age.
+	HSTS time.Duration
+	// Rewrites are the legacy-app fixes applied; see [Rewrites].
+	Rewrites Rewrites
+	// AccessLog logs one line per request at Info level.
+	AccessLog bool
+
+	// Logger receives lifecycle and access logs. If nil, logs are discarded.
+	Logger *slog.Logger
+	// Registerer receives the proxy metrics. If nil, they are not exported.
+	Registerer prometheus.Registerer
+}
+
+// Rewrites are fixes for an app that believes it is served over plain HTTP
+// at its own address.
+type Rewrites struct {
+	// Location rewrites Location, Content-Location and Refresh headers that
+	// point at http://<public host> or at the upstream's own address to the
+	// public https:// origin.
+	Location bool
+	// Cookie adds the Secure attribute to every Set-Cookie.
+	Cookie bool
+	// Destination rewrites an inbound WebDAV Destination header from
+	// https://<public host> to http://<public host>.
+	Destination bool
+}
+
+// AllRewrites turns every legacy-app fix on; it is outrider's default.
+var AllRewrites = Rewrites{Location: true, Cookie: true, Destination: true}
+
+// ParseRewrites parses a list such as ["location", "cookie"]. An empty list
+// turns every rewrite off.
+func ParseRewrites(names []string) (Rewrites, error) {
+	var r Rewrites
+	for _, n := range names {
+		switch strings.ToLower(strings.TrimSpace(n)) {
+		case "location":
+			r.Location = true
+		case "cookie":
+			r.Cookie = true
+		case "destination":
+			r.Destination = true
+		default:
+			return Rewrites{}, fmt.Errorf("unknown rewrite %q (want location, cookie or destination)", n)
+		}
+	}
+	return r, nil
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.UpstreamTimeout, 60*time.Second)
+	def(&c.DialTimeout, 5*time.Second)
+	def(&c.IdleTimeout, 5*time.Minute)
+	def(&c.ReadHeaderTimeout, 10*time.Second)
+	def(&c.ShutdownTimeout, 30*time.Second)
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports every problem with the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Listen == "" {
+		errs = append(errs, errors.New("--listen is required"))
+	}
+	if c.GetCertificate == nil {
+		errs = append(errs, errors.New("no certificate source"))
+	}
+	if _, err := ParseUpstream(c.Upstream, c.AllowRemoteUpstream); err != nil {
+		errs = append(errs, err)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"upstream timeout", c.UpstreamTimeout}, {"dial timeout", c.DialTimeout}, {"idle timeout", c.IdleTimeout},
+		{"read header timeout", c.ReadHeaderTimeout}, {"shutdown timeout", c.ShutdownTimeout}, {"hsts", c.HSTS}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.v))
+		}
+	}
+	if c.MaxHeaderBytes < 0 {
+		errs = append(errs, fmt.Errorf("max header bytes %d is negative", c.MaxHeaderBytes))
+	}
+	for _, n := range c.Names {
+		if n == "" || strings.ContainsAny(n, "/: ") {
+			errs = append(errs, fmt.Errorf("invalid name %q: want a host name such as app.example.com", n))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Upstream is a parsed upstream address.
+type Upstream struct {
+	// URL is what requests are rewritten to: scheme, host and path prefix.
+	// For a unix socket its host is "localhost".
+	URL *url.URL
+	// Network and Address are what is dialed: "tcp" and "127.0.0.1:8080", or
+	// "unix" and "/run/app.sock".
+	Network, Address string
+}
+
+// ParseUpstream parses an upstream address. A host that is not loopback is
+// refused unless allowRemote.
+func ParseUpstream(raw string, allowRemote bool) (*Upstream, error) {
+	if raw == "" {
+		return nil, errors.New("--upstream is required (e.g. http://127.0.0.1:8080 or unix:///run/app.sock)")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("invalid upstream %q: %v", raw, errors.Unwrap(err))
+	}
+	switch u.Scheme {
+	case "unix":
+		path := u.Path
+		if u.Host != "" || path == "" {
+			return nil, fmt.Errorf("invalid upstream %q: want unix:///absolute/path.sock", raw)
+		}
+		return &Upstream{
+			URL:     &url.URL{Scheme: "http", Host: "localhost"},
+			Network: "unix", Address: path,
+		}, nil
+	case "http":
+	case "https":
+		return nil, fmt.Errorf("invalid upstream %q: outrider speaks plain HTTP to the app; use http://", raw)
+	default:
+		return nil, fmt.Errorf("invalid upstream %q: want http://host:port or unix:///path.sock", raw)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("invalid upstream %q: no user, query or fragment allowed", raw)
+	}
+	host, port := u.Hostname(), u.Port()
+	if host == "" {
+		return nil, fmt.Errorf("invalid upstream %q: no host", raw)
+	}
+	if port == "" {
+		port = "80"
+	}
+	if !allowRemote && !isLoopback(host) {
+		return nil, fmt.Errorf("upstream host %q is not loopback: the app should listen on 127.0.0.1 only (pass --allow-remote-upstream to forward plain HTTP off this host)", host)
+	}
+	return &Upstream{
+		URL:     &url.URL{Scheme: "http", Host: u.Host, Path: strings.TrimSuffix(u.Path, "/")},
+		Network: "tcp", Address: net.JoinHostPort(host, port),
+	}, nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// ParsePrefixes parses CIDRs or single addresses (taken as /32 or /128).
+func ParsePrefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		if strings.Contains(s, "/") {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, fmt.Errorf("invalid CIDR %q", s)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("invalid CIDR %q", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
+}

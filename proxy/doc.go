@@ -1,0 +1,9 @@
+// Package proxy is outrider's HTTPS-terminating reverse proxy in front of a
+// localhost-only app: TLS 1.2+ with Mozilla-intermediate suites, HTTP/2 and
+// HTTP/1.1, forwarding headers the app can trust, idle-based timeouts,
+// legacy-app fixes (Location, Set-Cookie Secure, Destination), a plain-HTTP
+// redirect listener, metrics and an access log.
+//
+// It does not obtain certificates (see package certs: the caller passes
+// GetCertificate) and knows nothing about config sync or /top.
+package proxy

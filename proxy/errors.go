@@ -1,0 +1,44 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+)
+
+// Reasons an upstream exchange failed, the values of the reason label of
+// outrider_proxy_upstream_errors_total.
+const (
+	reasonDial          = "dial"           // the app is not listening: 502
+	reasonTimeout       = "timeout"        // no response headers in time: 504
+	reasonCanceled      = "canceled"       // the client went away: 499, nothing sent
+	reasonClientTimeout = "client_timeout" // the client stalled sending its body: 408
+	reasonProtocol      = "protocol"       // anything else from the app: 502
+)
+
+// statusClientClosed is nginx's code for a client that closed the connection
+// before the response; it is logged, never sent.
+const statusClientClosed = 499
+
+// classify maps an upstream error to a status code and a reason. It is the
+// one place that decides what a client sees when the app fails.
+func classify(err error, r *http.Request, bodyTimedOut bool) (int, string) {
+	var opErr *net.OpError
+	var netErr net.Error
+	switch {
+	case bodyTimedOut:
+		return http.StatusRequestTimeout, reasonClientTimeout
+	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
+		return statusClientClosed, reasonCanceled
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		if opErr.Timeout() {
+			return http.StatusGatewayTimeout, reasonTimeout
+		}
+		return http.StatusBadGateway, reasonDial
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return http.StatusGatewayTimeout, reasonTimeout
+	default:
+		return http.StatusBadGateway, reasonProtocol
+	}
+}

@@ -1,0 +1,273 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// handler forwards requests to the upstream. It is the request path: keep
+// it free of allocations that do not pay for themselves.
+type handler struct {
+	cfg     Config
+	up      *Upstream
+	rp      *httputil.ReverseProxy
+	names   nameSet
+	metrics *metrics
+	log     *slog.Logger
+	hsts    string // Strict-Transport-Security value, or ""
+}
+
+func newHandler(cfg Config, up *Upstream, m *metrics) *handler {
+	h := &handler{cfg: cfg, up: up, names: newNameSet(cfg.Names), metrics: m, log: cfg.Logger}
+	if cfg.HSTS > 0 {
+		h.hsts = "max-age=" + strconv.FormatInt(int64(cfg.HSTS/time.Second), 10)
+	}
+	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	transport := &http.Transport{
+		Proxy: nil, // never an HTTP_PROXY from the environment: the app is local
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, up.Network, up.Address)
+			if err != nil {
+				return nil, err
+			}
+			return newIdleConn(c, cfg.IdleTimeout), nil
+		},
+		MaxIdleConns:           1024,
+		MaxIdleConnsPerHost:    1024,
+		IdleConnTimeout:        90 * time.Second,
+		ResponseHeaderTimeout:  cfg.UpstreamTimeout,
+		ExpectContinueTimeout:  time.Second,
+		DisableCompression:     true, // pass the app's encoding through untouched
+		MaxResponseHeaderBytes: 1 << 20,
+	}
+	h.rp = &httputil.ReverseProxy{
+		Rewrite:        h.rewrite,
+		Transport:      transport,
+		BufferPool:     bufferPool{},
+		ModifyResponse: h.modifyResponse,
+		ErrorHandler:   h.errorHandler,
+		ErrorLog:       log.New(io.Discard, "", 0), // ErrorHandler logs
+	}
+	return h
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &respWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: h.cfg.IdleTimeout}
+	defer h.finish(rw, r, start)
+
+	if !h.names.match(r.Host) {
+		h.writeError(rw, http.StatusMisdirectedRequest)
+		return
+	}
+	if r.ProtoMajor == 2 && r.Context().Err() != nil {
+		// The client reset the stream before we began: do not bother the
+		// app (HTTP/2 rapid reset).
+		rw.upstreamErr = reasonCanceled
+		h.noteReset(r)
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &idleBody{ReadCloser: r.Body, rc: rw.rc, idle: h.cfg.IdleTimeout}
+	}
+	h.rp.ServeHTTP(rw, r)
+}
+
+// rewrite builds the outbound request. ReverseProxy has already removed
+// hop-by-hop headers and every client-sent Forwarded/X-Forwarded-* header.
+func (h *handler) rewrite(pr *httputil.ProxyRequest) {
+	pr.SetURL(h.up.URL)
+	pr.Out.Host = pr.In.Host // the app sees the public host, as it would without us
+	if httpguts.HeaderValuesContainsToken(pr.Out.Header["Upgrade"], "h2c") {
+		// h2c smuggling: an HTTP/2 cleartext upgrade would tunnel past us.
+		pr.Out.Header.Del("Upgrade")
+		pr.Out.Header.Del("Connection")
+	}
+	client, _ := netip.ParseAddrPort(pr.In.RemoteAddr)
+	setForwarded(pr.Out.Header, pr.In.Header, client.Addr(), pr.In.Host, trusted(h.cfg.TrustedProxies, client.Addr()))
+	if h.cfg.Rewrites.Destination {
+		rewriteDestination(pr.Out.Header, pr.In.Host)
+	}
+}
+
+func (h *handler) modifyResponse(resp *http.Response) error {
+	if h.hsts != "" {
+		resp.Header.Set("Strict-Transport-Security", h.hsts)
+	}
+	rewriteResponse(resp.Header, h.cfg.Rewrites, resp.Request.Host, h.up.URL.Host)
+	return nil
+}
+
+func (h *handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	b, _ := r.Body.(*idleBody)
+	code, reason := classify(err, r, b != nil && b.timedOut)
+	if rw, ok := w.(*respWriter); ok {
+		rw.upstreamErr = reason
+	}
+	h.metrics.upstreamErrors.WithLabelValues(reason).Inc()
+	if reason == reasonCanceled {
+		h.noteReset(r)
+		h.log.Debug("client canceled request", "method", r.Method, "path", r.URL.Path, "remote_addr", r.RemoteAddr)
+		return
+	}
+	h.log.Warn("upstream error", "reason", reason, "status", code, "method", r.Method, "path", r.URL.Path,
+		"upstream", h.up.Address, "err", err)
+	h.writeError(w, code)
+}
+
+// writeError answers with the status text only: internal detail goes to the
+// log, never to the client.
+func (h *handler) writeError(w http.ResponseWriter, code int) {
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/plain; charset=utf-8")
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	if h.hsts != "" {
+		hdr.Set("Strict-Transport-Security", h.hsts)
+	}
+	w.WriteHeader(code)
+	io.WriteString(w, http.StatusText(code)+"\n")
+}
+
+// finish records metrics and the access log line. It runs deferred so that
+// aborted responses (http.ErrAbortHandler) are counted too.
+func (h *handler) finish(rw *respWriter, r *http.Request, start time.Time) {
+	status := rw.status
+	if status == 0 {
+		status = http.StatusOK
+		if rw.upstreamErr == reasonCanceled {
+			status = statusClientClosed
+		}
+	}
+	end := time.Now()
+	d := end.Sub(start).Seconds()
+	h.metrics.requests.WithLabelValues(codeLabel(status), methodLabel(r.Method)).Inc()
+	h.metrics.duration.Observe(d)
+	var upstream float64
+	if rw.upstreamErr == "" && !rw.headerAt.IsZero() {
+		upstream = rw.headerAt.Sub(start).Seconds()
+		h.metrics.upstreamDuration.Observe(upstream)
+	}
+	if !h.cfg.AccessLog {
+		return
+	}
+	h.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		slog.String("method", r.Method),
+		slog.String("host", r.Host),
+		slog.String("path", r.URL.Path),
+		slog.String("proto", r.Proto),
+		slog.Int("status", status),
+		slog.Int64("bytes", rw.bytes),
+		slog.Float64("duration_seconds", d),
+		slog.Float64("upstream_duration_seconds", upstream),
+		slog.String("remote_addr", r.RemoteAddr),
+	)
+}
+
+// noteReset counts a cancelled HTTP/2 stream against its connection and
+// closes the connection when the client cancels too many too fast.
+func (h *handler) noteReset(r *http.Request) {
+	if r.ProtoMajor != 2 {
+		return
+	}
+	ci, _ := r.Context().Value(connInfoKey{}).(*connInfo)
+	if ci == nil || !ci.noteReset(time.Now()) {
+		return
+	}
+	h.metrics.resetCloses.Inc()
+	h.log.Warn("closing connection: too many cancelled streams (HTTP/2 rapid reset)", "remote_addr", r.RemoteAddr)
+	ci.conn.Close()
+}
+
+// Rapid-reset guard: more than resetLimit streams cancelled by the client
+// within resetWindow closes the connection. Browsers cancel a few streams
+// when a page navigates away; nothing legitimate cancels hundreds a second.
+const (
+	resetLimit  = 100
+	resetWindow = 10 * time.Second
+)
+
+type connInfoKey struct{}
+
+// connInfo is per client connection, stored in its context by ConnContext.
+type connInfo struct {
+	conn net.Conn
+
+	mu          sync.Mutex
+	windowStart time.Time
+	resets      int
+	closed      bool
+}
+
+// noteReset reports whether the connection should now be closed.
+func (ci *connInfo) noteReset(now time.Time) bool {
+	ci.mu.Lock()
+	defer ci.mu.Unlock()
+	if now.Sub(ci.windowStart) > resetWindow {
+		ci.windowStart, ci.resets = now, 0
+	}
+	ci.resets++
+	if ci.resets > resetLimit && !ci.closed {
+		ci.closed = true
+		return true
+	}
+	return false
+}
+
+// nameSet matches a request's Host against the served names.
+type nameSet struct {
+	exact     map[string]bool
+	wildcards []string // ".example.com" for "*.example.com"
+}
+
+func newNameSet(names []string) nameSet {
+	s := nameSet{exact: map[string]bool{}}
+	for _, n := range names {
+		n = strings.ToLower(strings.TrimSuffix(n, "."))
+		if rest, ok := strings.CutPrefix(n, "*"); ok {
+			s.wildcards = append(s.wildcards, rest)
+			continue
+		}
+		s.exact[n] = true
+	}
+	return s
+}
+
+// match reports whether host (possibly with a port) is served.
+func (s nameSet) match(host string) bool {
+	if len(s.exact) == 0 && len(s.wildcards) == 0 {
+		return true
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if s.exact[host] {
+		return true
+	}
+	for _, w := range s.wildcards {
+		if rest, ok := strings.CutSuffix(host, w); ok && rest != "" && !strings.Contains(rest, ".") {
+			return true
+		}
+	}
+	return false
+}
+
+// bufferPool recycles the 32 KiB copy buffers of ReverseProxy.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }

@@ -1,0 +1,96 @@
+package proxy
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests         *prometheus.CounterVec
+	duration         prometheus.Histogram
+	upstreamDuration prometheus.Histogram
+	upstreamErrors   *prometheus.CounterVec
+	openConns        prometheus.Gauge
+	handshakes       *prometheus.CounterVec
+	resetCloses      prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	const ns, sub = "outrider", "proxy"
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "requests_total",
+			Help: "Requests answered on the HTTPS listener, by status code and method.",
+		}, []string{"code", "method"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "request_duration_seconds",
+			Help:    "Time from a request's headers to the end of its response, in seconds.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		upstreamDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "upstream_duration_seconds",
+			Help:    "Time until the upstream's response headers arrived, in seconds.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "upstream_errors_total",
+			Help: "Failed upstream exchanges by reason: dial, timeout, canceled, client_timeout, protocol.",
+		}, []string{"reason"}),
+		openConns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "open_connections",
+			Help: "Client connections currently open on the HTTPS listener (upgraded ones excluded).",
+		}),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "tls_handshakes_total",
+			Help: "TLS handshakes on the HTTPS listener by result (success or error).",
+		}, []string{"result"}),
+		resetCloses: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "rapid_reset_closes_total",
+			Help: "HTTP/2 connections closed for cancelling too many streams.",
+		}),
+	}
+	for _, r := range []string{reasonDial, reasonTimeout, reasonCanceled, reasonClientTimeout, reasonProtocol} {
+		m.upstreamErrors.WithLabelValues(r)
+	}
+	m.handshakes.WithLabelValues("success")
+	m.handshakes.WithLabelValues("error")
+	if reg != nil {
+		reg.MustRegister(m.requests, m.duration, m.upstreamDuration, m.upstreamErrors, m.openConns, m.handshakes, m.resetCloses)
+	}
+	return m
+}
+
+// methodLabel bounds the method label to the registered methods.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return "OTHER"
+}
+
+// codeLabel avoids an allocation for the common status codes.
+func codeLabel(code int) string {
+	switch code {
+	case 200:
+		return "200"
+	case 204:
+		return "204"
+	case 301:
+		return "301"
+	case 302:
+		return "302"
+	case 304:
+		return "304"
+	case 404:
+		return "404"
+	case 502:
+		return "502"
+	case 504:
+		return "504"
+	}
+	return strconv.Itoa(code)
+}

@@ -1,0 +1,202 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Server is the HTTPS-terminating reverse proxy: an HTTPS listener that
+// forwards to the upstream, and an optional plain-HTTP listener that
+// redirects to it. Use New, then Listen, then Serve.
+type Server struct {
+	cfg     Config
+	up      *Upstream
+	metrics *metrics
+	handler *handler
+
+	httpsLn, httpLn net.Listener
+}
+
+// New validates cfg and builds the server. It opens no sockets.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	up, _ := ParseUpstream(cfg.Upstream, cfg.AllowRemoteUpstream) // checked by Validate
+	m := newMetrics(cfg.Registerer)
+	return &Server{cfg: cfg, up: up, metrics: m, handler: newHandler(cfg, up, m)}, nil
+}
+
+// Listen binds the HTTPS and HTTP addresses, so that a port in use is an
+// error before anything is reported ready.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("https listener: %w", err)
+	}
+	s.httpsLn = ln
+	if s.cfg.HTTPListen != "" {
+		ln, err := net.Listen("tcp", s.cfg.HTTPListen)
+		if err != nil {
+			s.httpsLn.Close()
+			return fmt.Errorf("http listener: %w", err)
+		}
+		s.httpLn = ln
+	}
+	return nil
+}
+
+// Addr returns the bound HTTPS address.
+func (s *Server) Addr() string { return addrOf(s.httpsLn) }
+
+// HTTPAddr returns the bound plain-HTTP address, or "" when it is off.
+func (s *Server) HTTPAddr() string { return addrOf(s.httpLn) }
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+// CheckUpstream returns nil when the upstream accepts a connection. It is a
+// readiness check: it dials, it sends no request the app would log.
+func (s *Server) CheckUpstream(ctx context.Context) error {
+	d := net.Dialer{Timeout: s.cfg.DialTimeout}
+	c, err := d.DialContext(ctx, s.up.Network, s.up.Address)
+	if err != nil {
+		return fmt.Errorf("upstream %s not answering: %w", s.up.Address, err)
+	}
+	return c.Close()
+}
+
+// Handler returns the proxying handler, for tests and benchmarks.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve serves until ctx is done, then stops accepting, lets in-flight
+// requests finish within ShutdownTimeout and returns. It returns nil after a
+// clean shutdown. Listen must have been called.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.httpsLn == nil {
+		return errors.New("proxy: Serve called before Listen")
+	}
+	errorLog := log.New(&serverErrorLog{log: s.cfg.Logger, metrics: s.metrics}, "", 0)
+	tlsCfg := tlsConfig(s.cfg.GetCertificate, s.cfg.NextProtos, func(tls.ConnectionState) {
+		s.metrics.handshakes.WithLabelValues("success").Inc()
+	})
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	https := &http.Server{
+		Handler:           s.handler,
+		TLSConfig:         tlsCfg,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ErrorLog:          errorLog,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: 250,
+			// Ping a silent connection, and drop it if the ping is not
+			// answered: dead peers do not hold streams forever.
+			SendPingTimeout: s.cfg.IdleTimeout,
+			PingTimeout:     15 * time.Second,
+		},
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connInfoKey{}, &connInfo{conn: c})
+		},
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				s.metrics.openConns.Inc()
+			case http.StateClosed, http.StateHijacked:
+				s.metrics.openConns.Dec()
+			}
+		},
+	}
+	var redirect *http.Server
+	if s.httpLn != nil {
+		var h http.Handler = &redirectHandler{names: s.handler.names, httpsPort: portOf(s.httpsLn.Addr().String())}
+		if s.cfg.WrapHTTP != nil {
+			h = s.cfg.WrapHTTP(h)
+		}
+		redirect = &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       time.Minute,
+			MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+			ErrorLog:          errorLog,
+		}
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ignoreClosed(https.ServeTLS(s.httpsLn, "", "")) })
+	if redirect != nil {
+		g.Go(func() error { return ignoreClosed(redirect.Serve(s.httpLn)) })
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		s.cfg.Logger.Info("shutting down: waiting for in-flight requests", "timeout_seconds", s.cfg.ShutdownTimeout.Seconds())
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+		defer cancel()
+		var wg sync.WaitGroup
+		var errs [2]error
+		for i, srv := range []*http.Server{https, redirect} {
+			if srv == nil {
+				continue
+			}
+			wg.Go(func() {
+				if err := srv.Shutdown(sctx); err != nil {
+					srv.Close()
+					errs[i] = err
+				}
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs[:]...); err != nil {
+			return fmt.Errorf("shutdown: in-flight requests did not finish within %v; closed them", s.cfg.ShutdownTimeout)
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// serverErrorLog receives net/http's own error lines. TLS handshake failures
+// are counted and logged at debug level (scanners cause many); anything else
+// is a warning.
+type serverErrorLog struct {
+	log     *slog.Logger
+	metrics *metrics
+}
+
+func (l *serverErrorLog) Write(p []byte) (int, error) {
+	msg := string(bytes.TrimSpace(p))
+	if bytes.Contains(p, []byte("TLS handshake error")) {
+		l.metrics.handshakes.WithLabelValues("error").Inc()
+		l.log.Debug("tls handshake failed", "err", msg)
+		return len(p), nil
+	}
+	l.log.Warn("http server error", "err", msg)
+	return len(p), nil
+}
