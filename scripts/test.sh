@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The one test command: installs the tools the tests need (as root), then
+# gofmt, go vet, staticcheck, unit tests and integration tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  pkgs="etcd-server chromium iproute2 curl"
+  missing=""
+  for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+  if [ -n "$missing" ]; then
+    echo "== installing:$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  fi
+fi
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; fi
+echo "== go vet"
+go vet ./...
+echo "== staticcheck"
+go tool staticcheck ./...
+echo "== unit tests"
+go test -race -short -count=1 ./...
+echo "== integration tests"
+go test -race -count=1 -timeout 20m ./integration/...
