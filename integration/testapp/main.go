@@ -1,0 +1,64 @@
+// Command testapp is the stand-in legacy app the integration tests run as a
+// real process: plain HTTP on a loopback address or a unix socket, config
+// files from --config-dir reloaded on SIGHUP and POST /-/reload. When ready it
+// writes one JSON line {"msg":"ready","addr":…} to stderr.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/outrider-dev/outrider/internal/legacyapp"
+)
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:0", "TCP address")
+	unix := flag.String("unix", "", "unix socket path (instead of --listen)")
+	configDir := flag.String("config-dir", "", "directory of config files")
+	pidfile := flag.String("pidfile", "", "write the pid here")
+	flag.Parse()
+
+	app := legacyapp.New(*configDir)
+	network, addr := "tcp", *listen
+	if *unix != "" {
+		network, addr = "unix", *unix
+		os.Remove(addr)
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "testapp: %v\n", err)
+		os.Exit(1)
+	}
+	if *pidfile != "" {
+		if err := os.WriteFile(*pidfile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "testapp: %v\n", err)
+			os.Exit(1)
+		}
+	}
+	srv := &http.Server{Handler: app, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	json.NewEncoder(os.Stderr).Encode(map[string]string{"msg": "ready", "addr": ln.Addr().String()})
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
+	for s := range sig {
+		if s == syscall.SIGHUP {
+			err := app.Reload()
+			json.NewEncoder(os.Stderr).Encode(map[string]any{"msg": "reloaded", "ok": err == nil})
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		srv.Shutdown(ctx)
+		cancel()
+		return
+	}
+}
