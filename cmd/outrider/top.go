@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/outrider-dev/outrider/internal/admin"
+	"github.com/outrider-dev/outrider/topapi"
+)
+
+func runTop(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("outrider top", "Serve a uniform, authenticated /top of this host's processes and resources\n"+
+		"(JSON, a text table, a live HTML page, /top/openapi.json) and /metrics, from one\n"+
+		"background sampler. Stays on loopback unless --listen says otherwise.")
+	listen := fs.String("listen", "127.0.0.1:9903", "`address` for /top, /metrics, /healthz and /readyz")
+	tf := addTopFlags(fs, "")
+	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the listener")
+	lf := addLogFlags(fs)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	reg := newRegistry()
+	sampler, handler, err := tf.build(log, reg)
+	if err != nil {
+		return err
+	}
+	adm := admin.New(admin.Config{
+		Addr:     *listen,
+		Gatherer: reg,
+		Pprof:    *pprof,
+		Logger:   log.With("component", "admin"),
+		Checks:   []admin.Check{{Name: "top sampler", Func: sampler.Ready}},
+	})
+	adm.Handle("GET /top", handler)
+	adm.Handle("GET /top/", handler)
+	if err := adm.Listen(); err != nil {
+		return err
+	}
+	log.Info("ready", "admin_addr", adm.Addr(), "scope", *tf.scope, "interval_seconds", sampler.Interval().Seconds(),
+		"auth", *tf.tokenFile != "")
+	err = serve(ctx, log, adm, service{name: "top", run: sampler.Run, reload: handler.Reload})
+	if err == nil {
+		log.Info("stopped")
+	}
+	return err
+}
+
+// topFlags are the sampler and handler flags, shared by "outrider top" and
+// "outrider proxy --top" (there with the "top-" prefix).
+type topFlags struct {
+	interval  *time.Duration
+	tokenFile *string
+	scope     *string
+	cmdline   *string
+	topN      *int
+	prefix    string
+}
+
+func addTopFlags(fs *flagSet, prefix string) *topFlags {
+	return &topFlags{
+		prefix:    prefix,
+		interval:  durationFlag(fs, prefix+"interval", 2*time.Second, "sampling period; requests read the latest sample"),
+		tokenFile: fs.String(prefix+"token-file", "", "`file` holding the bearer token every /top request needs (re-read on SIGHUP)"),
+		scope:     fs.String(prefix+"scope", "host", "processes listed: host, cgroup (this container), tree=PID or tree=pidfile=PATH"),
+		cmdline:   fs.String(prefix+"cmdline", "on", "show command lines (redacted): on or off"),
+		topN:      fs.Int(prefix+"top-n", 10, "per-process /metrics series for this many busiest processes; 0 turns them off"),
+	}
+}
+
+// build makes the sampler (its metrics registered on reg) and its handler.
+func (tf *topFlags) build(log *slog.Logger, reg prometheus.Registerer) (*topapi.Sampler, *topapi.Handler, error) {
+	scope, err := topapi.ParseScope(*tf.scope)
+	if err != nil {
+		return nil, nil, usageError{fmt.Errorf("invalid value %q for flag --%sscope: %w", *tf.scope, tf.prefix, err)}
+	}
+	var hide bool
+	switch *tf.cmdline {
+	case "on", "true":
+	case "off", "false":
+		hide = true
+	default:
+		return nil, nil, usageError{fmt.Errorf("invalid value %q for flag --%scmdline: want on or off", *tf.cmdline, tf.prefix)}
+	}
+	topN := *tf.topN
+	switch {
+	case topN < 0:
+		return nil, nil, usageError{fmt.Errorf("invalid value %d for flag --%stop-n: must not be negative", topN, tf.prefix)}
+	case topN == 0:
+		topN = -1 // topapi: negative turns the series off
+	}
+	if *tf.interval == 0 {
+		return nil, nil, usageError{fmt.Errorf("invalid value 0 for flag --%sinterval: must be positive", tf.prefix)}
+	}
+	sampler, err := topapi.New(topapi.Config{
+		Interval:    *tf.interval,
+		Scope:       scope,
+		HideCmdline: hide,
+		TopN:        topN,
+		Logger:      log.With("component", "topapi"),
+		Registerer:  reg,
+	})
+	if err != nil {
+		return nil, nil, usageError{err}
+	}
+	handler, err := topapi.NewHandler(topapi.HandlerConfig{
+		Sampler:   sampler,
+		TokenFile: *tf.tokenFile,
+		Logger:    log.With("component", "topapi"),
+	})
+	if err != nil {
+		return nil, nil, usageError{fmt.Errorf("flag --%stoken-file: %w", tf.prefix, err)}
+	}
+	return sampler, handler, nil
+}
