@@ -4,3 +4,19 @@ import "errors"
 
 // ErrNoCertificate is returned when no certificate is loaded yet.
 var ErrNoCertificate = errors.New("certs: no certificate loaded")
+
+// ErrStorageUnsupported is returned for a --storage location whose backend
+// is not built into this binary.
+var ErrStorageUnsupported = errors.New("certs: storage backend not supported")
+
+// ErrDuplicateLimit is returned (and logged) when ordering a certificate
+// would exceed the duplicate-certificate limit for its name set.
+var ErrDuplicateLimit = errors.New("certs: duplicate certificate limit reached")
+
+// ErrNoInternalCA is returned when the internal CA has not been created in
+// the storage asked for.
+var ErrNoInternalCA = errors.New("certs: no internal CA in storage")
+
+// ErrNameNotAllowed is returned by the internal CA for a server name it does
+// not issue for (not among Domains, or not a valid host name).
+var ErrNameNotAllowed = errors.New("certs: server name not allowed")

@@ -5,27 +5,71 @@ import (
 )
 
 // metrics are the certs series. A nil Registerer leaves them unexported but
-// still usable.
+// still usable. Every per-certificate series carries a domain label, which
+// the configuration bounds (the internal CA without Domains caps its
+// names, see maxInternalNames).
 type metrics struct {
 	expiry  *prometheus.GaugeVec
 	reloads *prometheus.CounterVec
+
+	renewalDue   *prometheus.GaugeVec
+	lastAttempt  *prometheus.GaugeVec
+	lastSuccess  *prometheus.GaugeVec
+	failures     *prometheus.GaugeVec
+	degraded     *prometheus.GaugeVec
+	info         *prometheus.GaugeVec
+	renewals     *prometheus.CounterVec
+	ledgerOrders *prometheus.GaugeVec
 }
 
+// Renewal results, the values of the result label of renewals_total.
+const (
+	resultSuccess = "success"
+	resultError   = "error"
+	resultRefused = "refused"
+)
+
 func newMetrics(reg prometheus.Registerer) *metrics {
+	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "outrider", Subsystem: "certs", Name: name, Help: help,
+		}, labels)
+	}
 	m := &metrics{
-		expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "outrider", Subsystem: "certs", Name: "expiry_timestamp_seconds",
-			Help: "Time the served certificate for a name expires, in seconds since the Unix epoch.",
-		}, []string{"domain"}),
+		expiry: gauge("expiry_timestamp_seconds",
+			"Time the served certificate for a name expires, in seconds since the Unix epoch.", "domain"),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "outrider", Subsystem: "certs", Name: "reloads_total",
 			Help: "Static certificate file loads by result (success or error).",
 		}, []string{"result"}),
+		renewalDue: gauge("renewal_due_timestamp_seconds",
+			"Time the served certificate for a name is due for renewal by its expiry (ARI may move it earlier), in seconds since the Unix epoch.", "domain"),
+		lastAttempt: gauge("last_renewal_attempt_timestamp_seconds",
+			"Time of the last attempt to obtain or renew the certificate for a name, in seconds since the Unix epoch.", "domain"),
+		lastSuccess: gauge("last_renewal_success",
+			"1 if the last attempt to obtain or renew the certificate for a name succeeded, 0 if it failed or was refused.", "domain"),
+		failures: gauge("consecutive_failures",
+			"Failed or refused attempts to obtain or renew the certificate for a name since its last success.", "domain"),
+		degraded: gauge("degraded",
+			"1 when the certificate for a name needs an operator: missing, expired, within the warning window of expiry, or renewals keep failing.", "domain"),
+		info: gauge("info",
+			"Always 1; labels name the source (acme, internal, file) and the issuer of the certificate served for a name.", "domain", "source", "issuer"),
+		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "outrider", Subsystem: "certs", Name: "renewals_total",
+			Help: "Certificate orders and renewals by result: success, error, or refused by the duplicate-certificate guard.",
+		}, []string{"result"}),
+		ledgerOrders: gauge("recent_orders",
+			"Certificates obtained for a name in the last 7 days, as recorded in storage; the duplicate-certificate guard refuses orders beyond its limit.", "domain"),
 	}
-	m.reloads.WithLabelValues("success")
-	m.reloads.WithLabelValues("error")
+	for _, r := range []string{resultSuccess, resultError} {
+		m.reloads.WithLabelValues(r)
+	}
+	for _, r := range []string{resultSuccess, resultError, resultRefused} {
+		m.renewals.WithLabelValues(r)
+	}
 	if reg != nil {
-		reg.MustRegister(m.expiry, m.reloads)
+		reg.MustRegister(m.expiry, m.reloads, m.renewalDue, m.lastAttempt, m.lastSuccess,
+			m.failures, m.degraded, m.info, m.renewals, m.ledgerOrders)
 	}
 	return m
 }

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"time"
 
 	"github.com/outrider-dev/outrider/certs"
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,19 +15,27 @@ import (
 
 // certFlags are the certificate-source flags of `outrider proxy`.
 type certFlags struct {
+	fs       *flagSet // to read --listen and --http-listen (challenge ports)
 	domains  *listFlag
 	cert     *string
 	key      *string
 	internal *bool
 	storage  *string
 
-	acmeEmail     *string
-	acmeDirectory *listFlag
-	acmeCARoot    *string
+	acmeEmail          *string
+	acmeDirectory      *listFlag
+	acmeCARoot         *string
+	acmeEABKID         *string
+	acmeEABHMACFile    *string
+	acmeProfile        *string
+	renewCheckInterval *time.Duration
+	duplicateLimit     *int
+	forceOrder         *bool
 }
 
 func addCertFlags(fs *flagSet) *certFlags {
 	return &certFlags{
+		fs:       fs,
 		domains:  newListFlag(fs, "domain", "`name` to serve and obtain a certificate for"),
 		cert:     fs.String("cert", "", "static certificate `file` (PEM, chain included); reloaded when it changes"),
 		key:      fs.String("key", "", "static private key `file` (PEM) for --cert"),
@@ -31,8 +43,17 @@ func addCertFlags(fs *flagSet) *certFlags {
 		storage:  fs.String("storage", defaultStorage(), "`dir` for certificates, ACME account and internal CA"),
 
 		acmeEmail:     fs.String("acme-email", "", "ACME account contact `email`"),
-		acmeDirectory: newListFlag(fs, "acme-directory", "ACME directory `URL`; repeat for fallback issuers", "https://acme-v02.api.letsencrypt.org/directory"),
+		acmeDirectory: newListFlag(fs, "acme-directory", "ACME directory `URL`; repeat for fallback issuers", certs.LetsEncryptProduction),
 		acmeCARoot:    fs.String("acme-ca-root", "", "PEM `file` of roots trusted for the ACME server's own HTTPS (default: system roots)"),
+		acmeEABKID:    fs.String("acme-eab-kid", "", "external account binding key `ID` (ZeroSSL, Google)"),
+		acmeEABHMACFile: fs.String("acme-eab-hmac-file", "",
+			"`file` holding the external account binding HMAC key (base64url), for --acme-eab-kid"),
+		acmeProfile: fs.String("acme-profile", "", "ACME certificate `profile` offered by the CA (e.g. shortlived); kept for renewals"),
+		renewCheckInterval: durationFlag(fs, "acme-renew-check-interval", 10*time.Minute,
+			"how often certificates are checked for renewal (expiry and ACME ARI windows)"),
+		duplicateLimit: fs.Int("acme-duplicate-limit", 5,
+			"most certificates obtained for the same name set in 7 days (recorded in --storage); further orders are refused; -1: no limit"),
+		forceOrder: fs.Bool("acme-force-order", false, "order even beyond --acme-duplicate-limit"),
 	}
 }
 
@@ -45,12 +66,51 @@ func defaultStorage() string {
 }
 
 func (cf *certFlags) config(log *slog.Logger, reg prometheus.Registerer) certs.Config {
-	return certs.Config{
-		CertFile:   *cf.cert,
-		KeyFile:    *cf.key,
-		Domains:    cf.domains.values,
-		Internal:   *cf.internal || (*cf.cert == "" && len(cf.domains.values) == 0),
-		Logger:     log,
-		Registerer: reg,
+	cfg := certs.Config{
+		CertFile:           *cf.cert,
+		KeyFile:            *cf.key,
+		Domains:            cf.domains.values,
+		Internal:           *cf.internal || (*cf.cert == "" && len(cf.domains.values) == 0),
+		Storage:            *cf.storage,
+		ACMEDirectories:    cf.acmeDirectory.values,
+		ACMEEmail:          *cf.acmeEmail,
+		ACMECARootFile:     *cf.acmeCARoot,
+		ACMEEABKeyID:       *cf.acmeEABKID,
+		ACMEEABHMACFile:    *cf.acmeEABHMACFile,
+		ACMEProfile:        *cf.acmeProfile,
+		RenewCheckInterval: *cf.renewCheckInterval,
+		DuplicateLimit:     *cf.duplicateLimit,
+		ForceOrder:         *cf.forceOrder,
+		Logger:             log,
+		Registerer:         reg,
 	}
+	if *cf.duplicateLimit == 0 {
+		cfg.DuplicateLimit = -1 // 0 would mean the default in certs.Config
+	}
+	// The challenges are answered on our own listeners: certmagic must know
+	// their ports to see them in use rather than bind its own.
+	cfg.HTTPChallengePort, cfg.DisableHTTPChallenge = challengePort(cf.fs, "http-listen", log)
+	cfg.TLSALPNChallengePort, cfg.DisableTLSALPNChallenge = challengePort(cf.fs, "listen", log)
+	return cfg
+}
+
+// challengePort returns the port of a listener flag, or disabled when the
+// listener is off or its port is only known after binding (0).
+func challengePort(fs *flagSet, name string, log *slog.Logger) (port int, disabled bool) {
+	f := fs.Lookup(name)
+	if f == nil || f.Value.String() == "" {
+		return 0, true
+	}
+	_, p, err := net.SplitHostPort(f.Value.String())
+	if err != nil {
+		return 0, true // the proxy reports the bad address
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil || n == 0 {
+		if log != nil {
+			log.Debug(fmt.Sprintf("--%s has no fixed port; its ACME challenge type is off", name))
+		}
+		return 0, true
+	}
+	return n, false
 }

@@ -1,0 +1,299 @@
+package certs
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+	"github.com/mholt/acmez/v3/acme"
+)
+
+// LetsEncryptStaging is Let's Encrypt's staging directory: real validation,
+// untrusted certificates, generous rate limits.
+const LetsEncryptStaging = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+// acmeSource obtains and renews certificates for Domains through certmagic,
+// with its own Cache and Config: certmagic's package defaults are never
+// read for issuers nor written.
+type acmeSource struct {
+	cfg     Config
+	log     *slog.Logger
+	storage certmagic.Storage
+	cache   *certmagic.Cache
+	magic   *certmagic.Config
+	issuers []*certmagic.ACMEIssuer
+	ledger  *ledger
+	track   *tracker
+	m       *metrics
+	kick    chan struct{} // asks run to refresh the served-certificate facts
+}
+
+func newACMESource(cfg Config, m *metrics) (*acmeSource, error) {
+	storage, err := openStorage(cfg.Storage)
+	if err != nil {
+		return nil, err
+	}
+	var roots *x509.CertPool
+	if cfg.ACMECARootFile != "" {
+		b, err := os.ReadFile(cfg.ACMECARootFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading --acme-ca-root: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("--acme-ca-root %s: no PEM certificate in the file", cfg.ACMECARootFile)
+		}
+	}
+	var eab *acme.EAB
+	if cfg.ACMEEABKeyID != "" {
+		b, err := os.ReadFile(cfg.ACMEEABHMACFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading --acme-eab-hmac-file: %w", err)
+		}
+		key := strings.TrimSpace(string(b))
+		if key == "" {
+			return nil, fmt.Errorf("--acme-eab-hmac-file %s is empty", cfg.ACMEEABHMACFile)
+		}
+		eab = &acme.EAB{KeyID: cfg.ACMEEABKeyID, MACKey: key}
+	}
+
+	s := &acmeSource{
+		cfg: cfg, log: cfg.Logger, storage: storage, m: m,
+		ledger: &ledger{storage: storage, now: cfg.Now},
+		track:  newTracker("acme", cfg, m),
+		kick:   make(chan struct{}, 1),
+	}
+	zl := newZapLogger(cfg.Logger.Handler())
+	var magic *certmagic.Config
+	s.cache = certmagic.NewCache(certmagic.CacheOptions{
+		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return magic, nil },
+		RenewCheckInterval: cfg.RenewCheckInterval,
+		Logger:             zl,
+	})
+	magic = certmagic.New(s.cache, certmagic.Config{
+		Storage:            storage,
+		Logger:             zl,
+		OnEvent:            s.onEvent,
+		RenewalWindowRatio: renewalRatio,
+		// Clients without SNI (by IP address) get the first name's certificate.
+		DefaultServerName: cfg.Domains[0],
+		// Non-nil, so that certmagic.New does not add an issuer built from
+		// its package defaults (Let's Encrypt).
+		Issuers: []certmagic.Issuer{},
+	})
+	for _, dir := range cfg.ACMEDirectories {
+		iss := certmagic.NewACMEIssuer(magic, certmagic.ACMEIssuer{
+			CA: dir,
+			// certmagic retries a failed order against TestCA; left empty
+			// with a private CA it could reach Let's Encrypt staging.
+			TestCA:                  testCA(dir),
+			Email:                   cfg.ACMEEmail,
+			Agreed:                  true,
+			ExternalAccount:         eab,
+			Profile:                 cfg.ACMEProfile,
+			DisableHTTPChallenge:    cfg.DisableHTTPChallenge,
+			DisableTLSALPNChallenge: cfg.DisableTLSALPNChallenge,
+			AltHTTPPort:             cfg.HTTPChallengePort,
+			AltTLSALPNPort:          cfg.TLSALPNChallengePort,
+			TrustedRoots:            roots,
+			Logger:                  zl,
+		})
+		s.issuers = append(s.issuers, iss)
+		magic.Issuers = append(magic.Issuers, iss)
+	}
+	s.magic = magic
+	for _, d := range cfg.Domains {
+		s.track.expect(strings.ToLower(d))
+	}
+	return s, nil
+}
+
+// testCA is the directory certmagic retries against after a failure: Let's
+// Encrypt's staging for its production, else the directory itself, so that
+// nothing ever falls back to a public CA.
+func testCA(dir string) string {
+	if dir == LetsEncryptProduction {
+		return LetsEncryptStaging
+	}
+	return dir
+}
+
+func (s *acmeSource) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return s.magic.GetCertificate(hello)
+}
+
+func (s *acmeSource) nextProtos() []string {
+	if s.cfg.DisableTLSALPNChallenge {
+		return nil
+	}
+	return []string{acmeTLS1Protocol}
+}
+
+// acmeTLS1Protocol is the ALPN protocol of the TLS-ALPN-01 challenge
+// (RFC 8737).
+const acmeTLS1Protocol = "acme-tls/1"
+
+func (s *acmeSource) httpHandler(next http.Handler) http.Handler {
+	h := next
+	for i := len(s.issuers) - 1; i >= 0; i-- {
+		h = s.issuers[i].HTTPChallengeHandler(h)
+	}
+	return h
+}
+
+func (s *acmeSource) ready() error { return s.track.readyErr() }
+
+func (s *acmeSource) status() []Status { return s.track.status() }
+
+// reload refreshes the facts shown on /status and /metrics; certificates
+// themselves are renewed by the maintenance loop, not by SIGHUP.
+func (s *acmeSource) reload(context.Context) error {
+	s.refresh()
+	return nil
+}
+
+// run starts certificate management in the background (a stored valid
+// certificate is served at once; a missing one is ordered with certmagic's
+// retries) and keeps the facts fresh until ctx is done.
+func (s *acmeSource) run(ctx context.Context) error {
+	defer s.cache.Stop()
+	if err := s.magic.ManageAsync(ctx, s.cfg.Domains); err != nil {
+		return fmt.Errorf("managing certificates: %w", err)
+	}
+	tick := time.NewTicker(min(s.cfg.RenewCheckInterval, time.Minute))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.kick:
+			s.refresh()
+		case <-tick.C:
+			s.refresh()
+		}
+	}
+}
+
+// refresh reads the certificates certmagic serves from its cache.
+func (s *acmeSource) refresh() {
+	for _, name := range s.cfg.Domains {
+		name = strings.ToLower(name)
+		var best *x509.Certificate
+		for _, c := range s.cache.AllMatchingCertificates(name) {
+			if c.Leaf != nil && (best == nil || c.Leaf.NotAfter.After(best.NotAfter)) {
+				best = c.Leaf
+			}
+		}
+		if best != nil {
+			s.track.served(name, best)
+		}
+	}
+	s.track.check()
+}
+
+func (s *acmeSource) refreshSoon() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// onEvent follows certmagic's certificate lifecycle for metrics, /status
+// and logs, and enforces the duplicate-certificate guard: an error returned
+// for cert_obtaining aborts the order.
+func (s *acmeSource) onEvent(ctx context.Context, event string, data map[string]any) error {
+	name, _ := data["identifier"].(string)
+	renewal, _ := data["renewal"].(bool)
+	switch event {
+	case "cert_obtaining":
+		s.track.attempt(name)
+		if err := s.guard(ctx, name); err != nil {
+			s.track.failed(name, resultRefused, err)
+			s.log.Error("certificate order refused", "domain", name, "err", err)
+			return certmagic.ErrNoRetry{Err: err}
+		}
+	case "cert_obtained":
+		issuer, _ := data["issuer"].(string)
+		n, err := s.ledger.record(ctx, []string{name})
+		if err != nil {
+			s.log.Warn("recording obtained certificate in the order ledger", "domain", name, "err", err)
+		} else {
+			s.m.ledgerOrders.WithLabelValues(name).Set(float64(n))
+		}
+		var leaf *x509.Certificate
+		if p, ok := data["certificate_path"].(string); ok {
+			leaf, _ = loadLeaf(ctx, s.storage, p)
+		}
+		s.track.succeeded(name, leaf)
+		msg := "certificate obtained"
+		if renewal {
+			msg = "certificate renewed"
+		}
+		attrs := []any{"domain", name, "issuer", issuer}
+		if leaf != nil {
+			attrs = append(attrs, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
+		s.log.Info(msg, attrs...)
+		s.refreshSoon()
+	case "cert_failed":
+		err, _ := data["error"].(error)
+		if err == nil {
+			err = errors.New("unknown error")
+		}
+		s.track.failed(name, resultError, err)
+		s.log.Warn("certificate order failed; certmagic retries with backoff", "domain", name, "renewal", renewal, "err", err)
+	case "cached_managed_cert":
+		s.refreshSoon()
+	}
+	return nil
+}
+
+// guard refuses an order for name when the ledger holds DuplicateLimit or
+// more certificates for it in the last 7 days, unless ForceOrder.
+func (s *acmeSource) guard(ctx context.Context, name string) error {
+	if s.cfg.DuplicateLimit < 0 {
+		return nil
+	}
+	issued, err := s.ledger.recent(ctx, []string{name})
+	if err != nil {
+		// The guard protects against a CA's limits; an unreadable ledger must
+		// not stop certificates from being obtained.
+		s.log.Warn("order ledger unreadable; not enforcing the duplicate limit", "domain", name, "err", err)
+		return nil
+	}
+	s.m.ledgerOrders.WithLabelValues(name).Set(float64(len(issued)))
+	if len(issued) < s.cfg.DuplicateLimit {
+		return nil
+	}
+	if s.cfg.ForceOrder {
+		s.log.Warn("ordering beyond the duplicate certificate limit because forced", "domain", name,
+			"recent_orders", len(issued), "limit", s.cfg.DuplicateLimit)
+		return nil
+	}
+	next := issued[len(issued)-s.cfg.DuplicateLimit].Add(ledgerWindow)
+	return fmt.Errorf("%w: %d certificates for %s obtained in the last 7 days (limit %d); next order allowed after %s, or pass --acme-force-order",
+		ErrDuplicateLimit, len(issued), name, s.cfg.DuplicateLimit, next.UTC().Format(time.RFC3339))
+}
+
+// loadLeaf reads a PEM certificate chain from storage and returns its first
+// certificate.
+func loadLeaf(ctx context.Context, st certmagic.Storage, key string) (*x509.Certificate, error) {
+	b, err := st.Load(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("%s: no PEM certificate", key)
+	}
+	return x509.ParseCertificate(blk.Bytes)
+}

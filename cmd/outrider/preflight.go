@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// preflightPath is where the temporary listeners answer the check token.
+const preflightPath = "/.well-known/outrider-preflight"
+
+// runPreflight is `outrider preflight --domain NAME …`: before any ACME
+// order, it checks that each NAME resolves, and that ports 80 and 443 of
+// NAME reach this process, by serving a random token on temporary
+// listeners and fetching it through NAME. It exits non-zero when ordering
+// would fail.
+func runPreflight(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	fs := newFlagSet("outrider preflight", "Check, before any ACME order, that each --domain resolves and that the\n"+
+		"CA's ports 80 (HTTP-01) and 443 (TLS-ALPN-01) reach this host. Run it where\n"+
+		"outrider proxy will run, while the proxy is stopped: it binds the same addresses.")
+	domains := newListFlag(fs, "domain", "`name` to check (repeatable)")
+	httpListen := fs.String("http-listen", ":80", "plain-HTTP `address` outrider proxy will listen on; empty skips the HTTP-01 check")
+	listen := fs.String("listen", ":443", "HTTPS `address` outrider proxy will listen on; empty skips the TLS-ALPN-01 check")
+	httpPort := fs.Int("http-port", 80, "`port` the CA dials for HTTP-01 (differs from --http-listen behind port forwarding); 0: the port bound by --http-listen")
+	httpsPort := fs.Int("https-port", 443, "`port` the CA dials for TLS-ALPN-01; 0: the port bound by --listen")
+	timeout := durationFlag(fs, "timeout", 5*time.Second, "how long each lookup and connection may take")
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	if len(domains.values) == 0 {
+		return usageError{errors.New("outrider preflight: give at least one --domain")}
+	}
+	token := make([]byte, 16)
+	rand.Read(token)
+	pf := &preflight{out: stdout, token: hex.EncodeToString(token), timeout: *timeout}
+
+	var checks []portCheck
+	for _, l := range []struct {
+		addr, scheme, challenge string
+		port                    int
+	}{{*httpListen, "http", "HTTP-01", *httpPort}, {*listen, "https", "TLS-ALPN-01", *httpsPort}} {
+		if l.addr == "" {
+			continue
+		}
+		bound, stop, err := pf.serve(l.addr, l.scheme == "https")
+		if err != nil {
+			pf.fail("%s: cannot listen on %s: %s", l.challenge, l.addr, bindAdvice(err))
+			continue
+		}
+		defer stop()
+		port := l.port
+		if port == 0 {
+			port = bound
+		}
+		checks = append(checks, portCheck{scheme: l.scheme, challenge: l.challenge, port: port})
+	}
+	local := localAddrs()
+	for _, d := range domains.values {
+		pf.checkDomain(ctx, d, local, checks)
+	}
+	if pf.failures > 0 {
+		return fmt.Errorf("preflight: %d problem(s): an ACME order would fail", pf.failures)
+	}
+	fmt.Fprintln(stdout, "preflight passed: ACME ordering can succeed")
+	return nil
+}
+
+type preflight struct {
+	out      io.Writer
+	token    string
+	timeout  time.Duration
+	failures int
+}
+
+type portCheck struct {
+	scheme, challenge string
+	port              int
+}
+
+func (pf *preflight) ok(format string, a ...any) { fmt.Fprintf(pf.out, "ok    "+format+"\n", a...) }
+func (pf *preflight) warn(format string, a ...any) {
+	fmt.Fprintf(pf.out, "warn  "+format+"\n", a...)
+}
+func (pf *preflight) fail(format string, a ...any) {
+	pf.failures++
+	fmt.Fprintf(pf.out, "FAIL  "+format+"\n", a...)
+}
+
+// serve starts a temporary listener answering the token and returns its port.
+func (pf *preflight) serve(addr string, useTLS bool) (port int, stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return 0, nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+preflightPath, func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, pf.token) })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: pf.timeout}
+	if useTLS {
+		cert, err := selfSigned()
+		if err != nil {
+			ln.Close()
+			return 0, nil, err
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+	}
+	go srv.Serve(ln)
+	return ln.Addr().(*net.TCPAddr).Port, func() { srv.Close() }, nil
+}
+
+func (pf *preflight) checkDomain(ctx context.Context, name string, local map[string]bool, checks []portCheck) {
+	lctx, cancel := context.WithTimeout(ctx, pf.timeout)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupIPAddr(lctx, name)
+	if err != nil || len(addrs) == 0 {
+		pf.fail("%s does not resolve (%v): add an A/AAAA record pointing at this host's public address", name, err)
+		return
+	}
+	var ips []string
+	anyLocal := false
+	for _, a := range addrs {
+		ips = append(ips, a.IP.String())
+		anyLocal = anyLocal || local[a.IP.String()]
+	}
+	if anyLocal {
+		pf.ok("%s resolves to %s, an address of this host", name, strings.Join(ips, ", "))
+	} else {
+		pf.warn("%s resolves to %s, not an address of this host (fine behind NAT or a load balancer if the port checks pass)", name, strings.Join(ips, ", "))
+	}
+	reached := 0
+	for _, c := range checks {
+		if err := pf.fetch(ctx, name, addrs[0].IP.String(), c); err != nil {
+			pf.warn("%s: %s port %d does not reach this process: %v", name, c.challenge, c.port, err)
+			continue
+		}
+		reached++
+		pf.ok("%s: %s port %d reaches this process", name, c.challenge, c.port)
+	}
+	if reached == 0 {
+		pf.fail("%s: no challenge port reaches this process: open or forward port 80 (HTTP-01) or 443 (TLS-ALPN-01) to it "+
+			"(behind NAT without hairpinning, test from outside)", name)
+	}
+}
+
+// fetch gets the token from ip:port with name as Host and SNI.
+func (pf *preflight) fetch(ctx context.Context, name, ip string, c portCheck) error {
+	hostPort := net.JoinHostPort(ip, strconv.Itoa(c.port))
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{Timeout: pf.timeout}).DialContext(ctx, network, hostPort)
+		},
+		// The token proves it is us; the temporary certificate is self-signed.
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: name},
+		Proxy:           nil,
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: pf.timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.scheme+"://"+net.JoinHostPort(name, strconv.Itoa(c.port))+preflightPath, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	if resp.StatusCode != http.StatusOK || string(b) != pf.token {
+		return fmt.Errorf("another server answered (status %d): something else holds that port or the forwarding goes elsewhere", resp.StatusCode)
+	}
+	return nil
+}
+
+func bindAdvice(err error) string {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return "address in use: stop the server holding it (outrider proxy included) while preflight runs"
+	case errors.Is(err, syscall.EACCES):
+		return "permission denied: ports below 1024 need root or CAP_NET_BIND_SERVICE"
+	}
+	return err.Error()
+}
+
+// localAddrs returns the IP addresses of this host's interfaces.
+func localAddrs() map[string]bool {
+	m := map[string]bool{}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			m[n.IP.String()] = true
+		}
+	}
+	return m
+}
+
+// selfSigned makes a throwaway certificate for the temporary TLS listener.
+func selfSigned() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "outrider preflight"},
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
