@@ -1,0 +1,667 @@
+package configsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Syncer keeps Config.Dir in sync with Config.Source. Run owns all changes
+// to the directory; Status, Ready and Reload are safe to call from any
+// goroutine.
+type Syncer struct {
+	cfg       Config
+	log       *slog.Logger
+	src       Source
+	lay       *layout
+	state     stateStore
+	notifiers []*Notifier
+	validate  []string
+	m         *metrics
+	reloadCh  chan struct{}
+	running   atomic.Bool
+
+	// Owned by the goroutine running Run, RunOnce or DryRun.
+	applied  *Snapshot // the version live in Dir, as far as we know
+	rejected string    // hash of the last version refused (validate, health)
+	desired  *Snapshot // the latest snapshot from the source
+	retry    *backoff  // for versions whose notify failed
+
+	mu sync.Mutex
+	st Status
+}
+
+// Status is the /status view of a Syncer.
+type Status struct {
+	Source          string     `json:"source"`
+	Dir             string     `json:"dir"`
+	DesiredVersion  string     `json:"desired_version,omitempty"`
+	AppliedVersion  string     `json:"applied_version,omitempty"`
+	AppliedHash     string     `json:"applied_hash,omitempty"`
+	AppliedAt       *time.Time `json:"applied_at,omitempty"`
+	Files           int        `json:"files"`
+	LastSync        *time.Time `json:"last_sync,omitempty"`
+	LastSuccess     *time.Time `json:"last_success,omitempty"`
+	LastResult      string     `json:"last_result,omitempty"`
+	LastError       string     `json:"last_error,omitempty"`
+	RejectedVersion string     `json:"rejected_version,omitempty"`
+	Rollbacks       int        `json:"rollbacks"`
+	DriftDetected   int        `json:"drift_detected"`
+}
+
+// New checks cfg and returns a Syncer. It touches no files and contacts no
+// source; Run, RunOnce and DryRun do.
+func New(cfg Config) (*Syncer, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	src, err := OpenSource(cfg.Source, SourceOptions{
+		File: cfg.File, TokenFile: cfg.TokenFile, Interval: cfg.Interval,
+		HTTPClient: cfg.HTTPClient, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return newWithSource(cfg, src)
+}
+
+// NewWithSource is New with a Source made by the caller (tests, or a
+// source this package does not build in).
+func NewWithSource(cfg Config, src Source) (*Syncer, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return newWithSource(cfg, src)
+}
+
+func newWithSource(cfg Config, src Source) (*Syncer, error) {
+	s := &Syncer{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		src:      src,
+		lay:      &layout{dir: filepath.Clean(cfg.Dir), now: cfg.Now},
+		state:    stateStore{dir: cfg.StateDir},
+		reloadCh: make(chan struct{}, 1),
+		retry:    newBackoff(cfg.Interval),
+	}
+	for _, spec := range cfg.Notify {
+		n, err := ParseNotifier(spec)
+		if err != nil {
+			return nil, err
+		}
+		s.notifiers = append(s.notifiers, n)
+	}
+	if cfg.ValidateCommand != "" {
+		s.validate, _ = splitCommand(cfg.ValidateCommand) // checked by Validate
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("configsync: registering metrics: %w", err)
+	}
+	s.m = m
+	s.st = Status{Source: src.String(), Dir: s.lay.dir}
+	return s, nil
+}
+
+// Status returns a copy of the current status.
+func (s *Syncer) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st
+}
+
+// Ready returns nil once a version is live in Dir (restored, adopted or
+// applied), else why not.
+func (s *Syncer) Ready(context.Context) error {
+	st := s.Status()
+	if st.AppliedHash != "" {
+		return nil
+	}
+	if st.LastError != "" {
+		return fmt.Errorf("no config version applied yet; last error: %s", st.LastError)
+	}
+	return errors.New("no config version applied yet")
+}
+
+// Reload asks the running loop to fetch from the source now, and to give a
+// version refused earlier another chance. It returns at once; the result
+// shows in Status and the logs. Without Run it returns ErrNotRunning.
+func (s *Syncer) Reload(context.Context) error {
+	if !s.running.Load() {
+		return ErrNotRunning
+	}
+	select {
+	case s.reloadCh <- struct{}{}:
+	default: // one is already queued
+	}
+	return nil
+}
+
+// Run restores the last good version, then follows the source until ctx is
+// done, applying each new version, and checks Dir for drift. It returns nil
+// when ctx is done, or an error when Dir cannot be used at all.
+func (s *Syncer) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("configsync: Run called twice")
+	}
+	defer s.running.Store(false)
+	if err := s.restore(ctx); err != nil {
+		return err
+	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	updates := make(chan Update)
+	watchErr := make(chan error, 1)
+	go func() { watchErr <- s.src.Watch(wctx, updates) }()
+	defer func() {
+		stopWatch()
+		<-watchErr
+	}()
+
+	var drift <-chan time.Time
+	if s.cfg.OnDrift != DriftOff {
+		t := time.NewTicker(s.cfg.DriftInterval)
+		defer t.Stop()
+		drift = t.C
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var pending *Snapshot
+	var firstPending time.Time
+	schedule := func(snap *Snapshot, delay time.Duration) {
+		if pending == nil {
+			firstPending = time.Now()
+		}
+		pending = snap
+		// Trailing debounce, but never later than 10×Debounce after the
+		// first change of a burst.
+		delay = min(delay, time.Until(firstPending.Add(10*s.cfg.Debounce)))
+		timer.Reset(max(delay, 0))
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-watchErr:
+			watchErr <- nil // for the deferred receive
+			if err != nil {
+				return fmt.Errorf("configsync: source %s: %w", s.src, err)
+			}
+			return nil
+		case u := <-updates:
+			s.m.stageDuration.WithLabelValues("fetch").Observe(u.Duration.Seconds())
+			if snap := s.handleFetch(u.Snapshot, u.Err); snap != nil {
+				schedule(snap, s.cfg.Debounce)
+			}
+		case <-s.reloadCh:
+			s.log.Info("reload: fetching now", "source", s.src.String())
+			s.rejected = ""
+			start := time.Now()
+			snap, err := s.src.Fetch(ctx)
+			s.m.stageDuration.WithLabelValues("fetch").Observe(time.Since(start).Seconds())
+			if errors.Is(err, ErrNotModified) && s.desired != nil && s.applied != nil && s.desired.Hash() != s.applied.Hash() {
+				snap, err = s.desired, nil // retry the version refused earlier
+			}
+			if snap = s.handleFetch(snap, err); snap != nil {
+				schedule(snap, 0)
+			}
+		case <-timer.C:
+			snap := pending
+			pending = nil
+			if snap == nil {
+				continue
+			}
+			if res, _ := s.sync(ctx, snap); res == ResultNotifyFailed && ctx.Err() == nil {
+				schedule(snap, s.retry.failure())
+			}
+		case <-drift:
+			s.checkDrift(ctx)
+		}
+	}
+}
+
+// RunOnce restores the last good version, fetches once and applies the
+// result, for init containers. It fails when the source cannot be reached or
+// the version is not live at the end.
+func (s *Syncer) RunOnce(ctx context.Context) error {
+	if err := s.restore(ctx); err != nil {
+		return err
+	}
+	start := time.Now()
+	snap, err := s.src.Fetch(ctx)
+	s.m.stageDuration.WithLabelValues("fetch").Observe(time.Since(start).Seconds())
+	if snap = s.handleFetch(snap, err); snap == nil {
+		if err != nil && !errors.Is(err, ErrNotModified) {
+			return err
+		}
+		return nil
+	}
+	_, err = s.sync(ctx, snap)
+	return err
+}
+
+// DryRun fetches once and writes to w a unified diff from the live files to
+// the fetched version (secret-looking values redacted). It changes nothing:
+// no files, no state, no notifications.
+func (s *Syncer) DryRun(ctx context.Context, w io.Writer) error {
+	snap, err := s.src.Fetch(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.lay.checkTargets(snap); err != nil {
+		return err
+	}
+	live, _, err := s.lay.read()
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, Diff(live, snap))
+	return err
+}
+
+// handleFetch records a fetch result and returns the snapshot to apply, or
+// nil when there is nothing to do.
+func (s *Syncer) handleFetch(snap *Snapshot, err error) *Snapshot {
+	s.m.stageResults.WithLabelValues("fetch", stageResult(err)).Inc()
+	switch {
+	case errors.Is(err, ErrNotModified):
+		s.record(ResultNotModified, nil)
+		return nil
+	case errors.Is(err, ErrEmpty), errors.Is(err, ErrInvalidBundle), errors.Is(err, ErrUnsafePath):
+		s.log.Warn("source answer rejected; keeping the current files", "source", s.src.String(), "err", err)
+		s.record(ResultInvalid, err)
+		return nil
+	case err != nil:
+		s.log.Warn("fetch failed; keeping the current files", "source", s.src.String(), "err", err)
+		s.record(ResultFetchFailed, err)
+		return nil
+	}
+	s.desired = snap
+	s.mu.Lock()
+	s.st.DesiredVersion = snap.DisplayVersion()
+	s.mu.Unlock()
+	h := snap.Hash()
+	switch {
+	case s.applied != nil && h == s.applied.Hash():
+		s.record(ResultUnchanged, nil)
+		return nil
+	case h == s.rejected:
+		s.log.Debug("version refused earlier; waiting for a new one or SIGHUP", "version", snap.DisplayVersion())
+		return nil
+	}
+	return snap
+}
+
+// sync runs the transaction for one version: check, stage, validate, swap,
+// notify, verify health, and roll back on failure. It returns the result
+// label and the error, if any, already logged.
+func (s *Syncer) sync(ctx context.Context, snap *Snapshot) (string, error) {
+	res, err := s.transact(ctx, snap)
+	if ctx.Err() != nil && err != nil {
+		return res, err // shutting down: not the version's fault
+	}
+	s.record(res, err)
+	if err != nil {
+		s.log.Warn("sync failed", "result", res, "version", snap.DisplayVersion(), "err", err)
+	}
+	return res, err
+}
+
+func (s *Syncer) transact(ctx context.Context, snap *Snapshot) (string, error) {
+	version, hash := snap.DisplayVersion(), snap.Hash()
+	if s.applied != nil && hash == s.applied.Hash() {
+		return ResultUnchanged, nil
+	}
+	if err := errors.Join(snap.check(), s.lay.checkTargets(snap)); err != nil {
+		s.rejected = hash
+		return ResultInvalid, err
+	}
+
+	start := time.Now()
+	staged, err := s.lay.stage(snap)
+	if err != nil {
+		s.m.stage("apply", start, err)
+		return ResultApplyFailed, err
+	}
+	applyTime := time.Since(start)
+
+	if len(s.validate) > 0 {
+		vstart := time.Now()
+		argv := make([]string, len(s.validate))
+		for i, a := range s.validate {
+			argv[i] = strings.ReplaceAll(a, "{dir}", filepath.Join(s.lay.dir, staged))
+		}
+		err := runCommand(ctx, argv, s.cfg.CommandTimeout)
+		s.m.stage("validate", vstart, err)
+		if err != nil {
+			s.lay.discard(staged)
+			if ctx.Err() != nil {
+				return ResultApplyFailed, ctx.Err()
+			}
+			s.rejected = hash
+			s.markRejected(version)
+			return ResultValidateFailed, fmt.Errorf("%w: %v", ErrValidateFailed, err)
+		}
+	}
+
+	start = time.Now()
+	live, err := s.lay.swap(staged, snap)
+	s.m.stageDuration.WithLabelValues("apply").Observe((applyTime + time.Since(start)).Seconds())
+	s.m.stageResults.WithLabelValues("apply", stageResult(errIf(!live, err))).Inc()
+	if !live {
+		s.lay.discard(staged)
+		return ResultApplyFailed, err
+	}
+	if err != nil {
+		s.log.Warn("tidying up after the swap", "err", err)
+	}
+	prev := s.applied
+	s.setApplied(snap)
+	s.log.Info("version live", "version", version, "files", len(snap.Files), "duration_seconds", time.Since(start).Seconds()+applyTime.Seconds())
+
+	if err := s.notifyAll(ctx); err != nil {
+		if ctx.Err() != nil {
+			return ResultNotifyFailed, err
+		}
+		if prev != nil {
+			s.rollback(ctx, prev, snap, "notify failed")
+		}
+		return ResultNotifyFailed, err
+	}
+	if err := s.waitHealthy(ctx); err != nil {
+		if ctx.Err() != nil {
+			return ResultNotifyFailed, err
+		}
+		s.rejected = hash
+		s.markRejected(version)
+		if prev == nil {
+			s.log.Error("app unhealthy after reload and no previous version to roll back to; keeping this one", "version", version, "err", err)
+			return ResultUnhealthy, err
+		}
+		s.rollback(ctx, prev, snap, "unhealthy")
+		return ResultRolledBack, err
+	}
+	if err := s.state.save(snap, s.cfg.Now()); err != nil {
+		s.log.Error("saving last good version", "err", err)
+	}
+	s.retry.success()
+	s.log.Info("applied", "version", version, "files", len(snap.Files))
+	return ResultApplied, nil
+}
+
+func errIf(cond bool, err error) error {
+	if cond {
+		if err == nil {
+			return errors.New("failed")
+		}
+		return err
+	}
+	return nil
+}
+
+// rollback puts prev back in place of bad and notifies the app again.
+func (s *Syncer) rollback(ctx context.Context, prev, bad *Snapshot, why string) {
+	start := time.Now()
+	err := s.put(ctx, prev)
+	s.m.stage("rollback", start, err)
+	s.m.rollbacks.Inc()
+	s.mu.Lock()
+	s.st.Rollbacks++
+	s.mu.Unlock()
+	if err != nil {
+		s.log.Error("rollback failed: the refused version is still live", "version", bad.DisplayVersion(), "err", err)
+		return
+	}
+	s.log.Warn("rolled back", "reason", why, "from_version", bad.DisplayVersion(), "to_version", prev.DisplayVersion())
+	if err := s.notifyAll(ctx); err != nil {
+		s.log.Error("notifying the app after rollback", "err", err)
+		return
+	}
+	if err := s.waitHealthy(ctx); err != nil {
+		s.log.Error("app still unhealthy after rollback", "err", err)
+	}
+}
+
+// put makes snap live without validation or notification: restore and
+// rollback of versions that passed before.
+func (s *Syncer) put(_ context.Context, snap *Snapshot) error {
+	if err := s.lay.checkTargets(snap); err != nil {
+		return err
+	}
+	staged, err := s.lay.stage(snap)
+	if err != nil {
+		return err
+	}
+	live, err := s.lay.swap(staged, snap)
+	if !live {
+		s.lay.discard(staged)
+		return err
+	}
+	if err != nil {
+		s.log.Warn("tidying up after the swap", "err", err)
+	}
+	s.setApplied(snap)
+	return nil
+}
+
+// notifyAll runs every notifier in order and returns the first error.
+func (s *Syncer) notifyAll(ctx context.Context) error {
+	if len(s.notifiers) == 0 {
+		return nil
+	}
+	start := time.Now()
+	var first error
+	for _, n := range s.notifiers {
+		err := n.notify(ctx, s.cfg.HTTPClient, s.cfg.CommandTimeout)
+		s.m.notifications.WithLabelValues(n.Kind, stageResult(err)).Inc()
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	s.m.stage("notify", start, first)
+	return first
+}
+
+// waitHealthy polls HealthURL until it answers 2xx twice in a row (so a
+// reload still in flight is not mistaken for success) or HealthTimeout ends.
+func (s *Syncer) waitHealthy(ctx context.Context) error {
+	if s.cfg.HealthURL == "" {
+		return nil
+	}
+	start := time.Now()
+	hctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout)
+	defer cancel()
+	var last error
+	ok := 0
+	for {
+		err := s.checkHealth(hctx)
+		if err == nil {
+			if ok++; ok >= 2 {
+				s.m.stage("health", start, nil)
+				return nil
+			}
+		} else {
+			ok, last = 0, err
+		}
+		if !sleep(hctx, 200*time.Millisecond) {
+			if last == nil {
+				last = errors.New("no second 2xx answer")
+			}
+			err := fmt.Errorf("%w: %s: %v (waited %v)", ErrUnhealthy, s.cfg.HealthURL, last, s.cfg.HealthTimeout)
+			s.m.stage("health", start, err)
+			return err
+		}
+	}
+}
+
+func (s *Syncer) checkHealth(ctx context.Context) error {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, s.cfg.HealthURL, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := s.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// restore runs first: it removes what an interrupted run left, then makes
+// the last good version from StateDir live if Dir does not already hold it.
+// Without saved state, a version already live in Dir is adopted.
+func (s *Syncer) restore(ctx context.Context) error {
+	if err := s.lay.init(); err != nil {
+		return err
+	}
+	good, at, err := s.state.load()
+	if err != nil {
+		s.log.Warn("ignoring saved state", "err", err)
+	}
+	live, linksOK, err := s.lay.read()
+	if err != nil {
+		s.log.Warn("reading the live version", "err", err)
+		live = nil
+	}
+	switch {
+	case good != nil && live != nil && live.Hash() == good.Hash() && linksOK:
+		s.setApplied(good)
+		s.setAppliedAt(at)
+		s.log.Info("last good version is live", "version", good.DisplayVersion())
+	case good != nil:
+		if err := s.put(ctx, good); err != nil {
+			return fmt.Errorf("configsync: restoring last good version: %w", err)
+		}
+		s.log.Info("restored last good version", "version", good.DisplayVersion())
+		if err := s.notifyAll(ctx); err != nil {
+			s.log.Warn("notifying the app after restore", "err", err)
+		}
+	case live != nil && len(live.Files) > 0:
+		if !linksOK {
+			if err := s.put(ctx, live); err != nil {
+				return fmt.Errorf("configsync: repairing links: %w", err)
+			}
+		}
+		s.setApplied(live)
+		s.log.Info("adopted the version found in dir", "version", live.DisplayVersion())
+	}
+	return nil
+}
+
+// checkDrift re-hashes Dir and, when it no longer matches the applied
+// version, reports it and, with DriftRestore, puts the version back.
+func (s *Syncer) checkDrift(ctx context.Context) {
+	if s.applied == nil {
+		return
+	}
+	live, linksOK, err := s.lay.read()
+	if err == nil && live != nil && linksOK && live.Hash() == s.applied.Hash() {
+		return
+	}
+	changed := driftedNames(live, s.applied)
+	s.mu.Lock()
+	s.st.DriftDetected++
+	s.mu.Unlock()
+	if s.cfg.OnDrift == DriftReport {
+		s.m.drift.WithLabelValues("reported").Inc()
+		s.log.Warn("drift: files in dir differ from the applied version", "files", changed, "version", s.applied.DisplayVersion())
+		return
+	}
+	s.m.drift.WithLabelValues("restored").Inc()
+	s.log.Warn("drift: restoring the applied version", "files", changed, "version", s.applied.DisplayVersion())
+	if err := s.put(ctx, s.applied); err != nil {
+		s.log.Error("drift: restoring failed", "err", err)
+		return
+	}
+	if err := s.notifyAll(ctx); err != nil {
+		s.log.Warn("drift: notifying the app", "err", err)
+	}
+}
+
+// driftedNames lists the names (never contents) that differ.
+func driftedNames(live, want *Snapshot) []string {
+	var out []string
+	for _, n := range want.names() {
+		var lf File
+		ok := false
+		if live != nil {
+			lf, ok = live.Files[n]
+		}
+		wf := want.Files[n]
+		if !ok || lf.Mode != wf.Mode || string(lf.Data) != string(wf.Data) {
+			out = append(out, n)
+		}
+	}
+	if live != nil {
+		for _, n := range live.names() {
+			if _, ok := want.Files[n]; !ok {
+				out = append(out, n)
+			}
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, "(symlinks)")
+	}
+	return out
+}
+
+func (s *Syncer) setApplied(snap *Snapshot) {
+	s.applied = snap
+	now := s.cfg.Now()
+	s.m.setVersion(snap, now)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.AppliedVersion = snap.DisplayVersion()
+	s.st.AppliedHash = snap.Hash()
+	s.st.AppliedAt = &now
+	s.st.Files = len(snap.Files)
+}
+
+func (s *Syncer) setAppliedAt(at time.Time) {
+	if at.IsZero() {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.AppliedAt = &at
+}
+
+func (s *Syncer) markRejected(version string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.RejectedVersion = version
+}
+
+// record updates status and metrics after a sync attempt.
+func (s *Syncer) record(result string, err error) {
+	now := s.cfg.Now()
+	s.m.syncs.WithLabelValues(result).Inc()
+	s.m.lastAttempt.Set(float64(now.UnixNano()) / 1e9)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.LastSync = &now
+	s.st.LastResult = result
+	if err != nil {
+		s.st.LastError = err.Error()
+		return
+	}
+	s.st.LastError = ""
+	s.st.LastSuccess = &now
+	s.m.lastSuccess.Set(float64(now.UnixNano()) / 1e9)
+}
