@@ -11,4 +11,4 @@ import (
 
 var errNotBuilt = errors.New("this subcommand is not built yet")
 
-func runDemo(context.Context, []string, io.Writer, io.Writer) error       { return errNotBuilt }
+func runDemo(context.Context, []string, io.Writer, io.Writer) error { return errNotBuilt }
