@@ -30,6 +30,8 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"location", "cookie", "destination")
 	accessLog := fs.Bool("access-log", true, "log one line per request")
 	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin listener")
+	withTop := fs.Bool("top", false, "serve /top (processes and resources) on the admin listener; see 'outrider top -h'")
+	topTokenFile := fs.String("top-token-file", "", "`file` holding the bearer token every /top request needs (re-read on SIGHUP)")
 	cf := addCertFlags(fs)
 	lf := addLogFlags(fs)
 	if err := parseFlags(fs, args, stdout); err != nil {
@@ -93,6 +95,18 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		"certificates": func() any { return certMgr.Status() },
 	}))
 
+	services := []service{
+		{name: "certs", run: certMgr.Run, reload: certMgr.Reload},
+		{name: "proxy", run: srv.Serve},
+	}
+	if *withTop {
+		topSvc, err := mountTop(adm, log, reg, *topTokenFile)
+		if err != nil {
+			return err
+		}
+		services = append(services, topSvc)
+	}
+
 	if err := srv.Listen(); err != nil {
 		return err
 	}
@@ -100,10 +114,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log.Info("ready", "https_addr", srv.Addr(), "http_addr", srv.HTTPAddr(), "admin_addr", adm.Addr(), "upstream", *upstream)
-	err = serve(ctx, log, adm,
-		service{name: "certs", run: certMgr.Run, reload: certMgr.Reload},
-		service{name: "proxy", run: srv.Serve},
-	)
+	err = serve(ctx, log, adm, services...)
 	if err == nil {
 		log.Info("stopped")
 	}

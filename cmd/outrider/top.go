@@ -121,3 +121,19 @@ func (tf *topFlags) build(log *slog.Logger, reg prometheus.Registerer) (*topapi.
 	}
 	return sampler, handler, nil
 }
+
+// mountTop mounts /top on another subcommand's admin server ("outrider proxy
+// --top") with the defaults of "outrider top", and returns the sampler as a
+// service for serve.
+func mountTop(adm *admin.Server, log *slog.Logger, reg prometheus.Registerer, tokenFile string) (service, error) {
+	interval, scope, cmdline, topN := 2*time.Second, "host", "on", 10
+	tf := &topFlags{interval: &interval, tokenFile: &tokenFile, scope: &scope, cmdline: &cmdline, topN: &topN, prefix: "top-"}
+	sampler, handler, err := tf.build(log, reg)
+	if err != nil {
+		return service{}, err
+	}
+	adm.Handle("GET /top", handler)
+	adm.Handle("GET /top/", handler)
+	adm.AddCheck(admin.Check{Name: "top sampler", Func: sampler.Ready})
+	return service{name: "top", run: sampler.Run, reload: handler.Reload}, nil
+}
