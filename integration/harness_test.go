@@ -141,7 +141,7 @@ type procSpec struct {
 // if the test failed.
 func start(t *testing.T, spec procSpec) *proc {
 	t.Helper()
-	cmd := exec.Command(spec.bin, spec.args...)
+	cmd := exec.CommandContext(t.Context(), spec.bin, spec.args...)
 	cmd.Env = append(os.Environ(), spec.env...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 10 * time.Second

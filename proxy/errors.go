@@ -14,6 +14,7 @@ const (
 	reasonTimeout       = "timeout"        // no response headers in time: 504
 	reasonCanceled      = "canceled"       // the client went away: 499, nothing sent
 	reasonClientTimeout = "client_timeout" // the client stalled sending its body: 408
+	reasonClientBody    = "client_body"    // the client's body was malformed: 400
 	reasonProtocol      = "protocol"       // anything else from the app: 502
 )
 
@@ -23,12 +24,15 @@ const statusClientClosed = 499
 
 // classify maps an upstream error to a status code and a reason. It is the
 // one place that decides what a client sees when the app fails.
-func classify(err error, r *http.Request, bodyTimedOut bool) (int, string) {
+// body is the request body wrapper, nil when the request had none.
+func classify(err error, r *http.Request, body *idleBody) (int, string) {
 	var opErr *net.OpError
 	var netErr net.Error
 	switch {
-	case bodyTimedOut:
+	case body != nil && body.timedOut():
 		return http.StatusRequestTimeout, reasonClientTimeout
+	case body != nil && body.err != nil && r.Context().Err() == nil:
+		return http.StatusBadRequest, reasonClientBody
 	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
 		return statusClientClosed, reasonCanceled
 	case errors.As(err, &opErr) && opErr.Op == "dial":

@@ -80,7 +80,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &idleBody{ReadCloser: r.Body, rc: rw.rc, idle: h.cfg.IdleTimeout}
+		b := &idleBody{ReadCloser: r.Body, rc: rw.rc, idle: h.cfg.IdleTimeout}
+		r.Body, rw.body = b, b
+		if r.ContentLength < 0 && r.ProtoMajor == 1 {
+			// A chunked body: read its first chunk header before the app
+			// sees anything, so a malformed one is a 400 that never reaches
+			// the app. Later chunks stream, and a malformed one aborts the
+			// exchange.
+			first, err := prefetch(b)
+			if err != nil {
+				h.errorHandler(rw, r, err)
+				return
+			}
+			r.Body = first
+		}
 	}
 	h.rp.ServeHTTP(rw, r)
 }
@@ -111,9 +124,15 @@ func (h *handler) modifyResponse(resp *http.Response) error {
 }
 
 func (h *handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	b, _ := r.Body.(*idleBody)
-	code, reason := classify(err, r, b != nil && b.timedOut)
-	if rw, ok := w.(*respWriter); ok {
+	// ReverseProxy passes its own request, whose Body it may have wrapped:
+	// the body we installed is found through our ResponseWriter.
+	rw, _ := w.(*respWriter)
+	var body *idleBody
+	if rw != nil {
+		body = rw.body
+	}
+	code, reason := classify(err, r, body)
+	if rw != nil {
 		rw.upstreamErr = reason
 	}
 	h.metrics.upstreamErrors.WithLabelValues(reason).Inc()
@@ -262,6 +281,32 @@ func (s nameSet) match(host string) bool {
 		}
 	}
 	return false
+}
+
+// prefetch reads the first byte of a body and returns a body that yields
+// it again followed by the rest. io.EOF on the first read is not an error.
+func prefetch(b *idleBody) (io.ReadCloser, error) {
+	var one [1]byte
+	n, err := b.Read(one[:])
+	if err != nil && err != io.EOF {
+		return nil, err
+	}
+	return &prefetched{idleBody: b, first: one[:n]}, nil
+}
+
+// prefetched is an idleBody with bytes already read in front.
+type prefetched struct {
+	*idleBody
+	first []byte
+}
+
+func (p *prefetched) Read(b []byte) (int, error) {
+	if len(p.first) > 0 {
+		n := copy(b, p.first)
+		p.first = p.first[n:]
+		return n, nil
+	}
+	return p.idleBody.Read(b)
 }
 
 // bufferPool recycles the 32 KiB copy buffers of ReverseProxy.

@@ -29,6 +29,7 @@ type respWriter struct {
 	bytes       int64
 	headerAt    time.Time // when the final response headers were written
 	upstreamErr string    // reason the upstream exchange failed, if it did
+	body        *idleBody // the request body, nil when there is none
 }
 
 func (w *respWriter) WriteHeader(code int) {
@@ -62,14 +63,17 @@ func (w *respWriter) FlushError() error {
 func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // idleBody arms a read deadline around each read of a request body so that
-// a client that stalls mid-upload is cut, and clears it when the body ends:
-// HTTP/1 then reads the connection in the background to notice a hang-up.
+// a client that stalls mid-upload is cut. At the end of the body it clears
+// the deadline: HTTP/1 then reads the connection in the background to notice
+// a hang-up, which must not time out during a long response. After a failed
+// read, or a Close before the end (the app answered early), it leaves a
+// deadline armed so that net/http's discarding of the rest is bounded too.
 type idleBody struct {
 	io.ReadCloser
-	rc       *http.ResponseController
-	idle     time.Duration
-	done     bool
-	timedOut bool
+	rc   *http.ResponseController
+	idle time.Duration
+	done bool
+	err  error // the first read error other than io.EOF
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
@@ -78,26 +82,24 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	}
 	b.rc.SetReadDeadline(time.Now().Add(b.idle))
 	n, err := b.ReadCloser.Read(p)
-	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			b.timedOut = true
-		}
-		b.finish()
+	switch {
+	case err == io.EOF:
+		b.done = true
+		b.rc.SetReadDeadline(time.Time{})
+	case err != nil:
+		b.done = true
+		b.err = err
 	}
 	return n, err
 }
 
 func (b *idleBody) Close() error {
-	b.finish()
+	b.done = true
 	return b.ReadCloser.Close()
 }
 
-func (b *idleBody) finish() {
-	if !b.done {
-		b.done = true
-		b.rc.SetReadDeadline(time.Time{})
-	}
-}
+// timedOut reports whether the client stalled sending the body.
+func (b *idleBody) timedOut() bool { return errors.Is(b.err, os.ErrDeadlineExceeded) }
 
 // idleConn wraps a connection to the upstream and closes it (by failing the
 // blocked read) once no byte has moved in either direction for idle. It is

@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "upstream_errors_total",
-			Help: "Failed upstream exchanges by reason: dial, timeout, canceled, client_timeout, protocol.",
+			Help: "Failed upstream exchanges by reason: dial, timeout, canceled, client_timeout, client_body, protocol.",
 		}, []string{"reason"}),
 		openConns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "open_connections",
@@ -51,7 +51,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "HTTP/2 connections closed for cancelling too many streams.",
 		}),
 	}
-	for _, r := range []string{reasonDial, reasonTimeout, reasonCanceled, reasonClientTimeout, reasonProtocol} {
+	for _, r := range []string{reasonDial, reasonTimeout, reasonCanceled, reasonClientTimeout, reasonClientBody, reasonProtocol} {
 		m.upstreamErrors.WithLabelValues(r)
 	}
 	m.handshakes.WithLabelValues("success")
