@@ -186,7 +186,7 @@ func ParseUpstream(raw string, allowRemote bool) (*Upstream, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, fmt.Errorf("invalid upstream %q: %v", raw, errors.Unwrap(err))
+		return nil, fmt.Errorf("invalid upstream %q: want http://host:port or unix:///path.sock", raw)
 	}
 	switch u.Scheme {
 	case "unix":
