@@ -149,6 +149,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// RequireToken wraps next so that it answers only requests carrying the
+// Handler's bearer token (401 otherwise); without a token file it returns
+// next unchanged. "outrider top" puts /metrics behind it, since the
+// per-process series name processes too.
+func (h *Handler) RequireToken(next http.Handler) http.Handler {
+	if h.file == "" {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h.authorized(w, r) {
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
 // authorized reports whether r carries the token (or none is needed), and
 // answers 401 when it does not.
 func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/outrider-dev/outrider/internal/admin"
 	"github.com/outrider-dev/outrider/topapi"
@@ -33,15 +34,24 @@ func runTop(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	// With a token, /metrics needs it too: its per-process series name
+	// processes. Prometheus sends it with authorization.credentials_file.
+	var gatherer prometheus.Gatherer = reg
+	if *tf.tokenFile != "" {
+		gatherer = nil
+	}
 	adm := admin.New(admin.Config{
 		Addr:     *listen,
-		Gatherer: reg,
+		Gatherer: gatherer,
 		Pprof:    *pprof,
 		Logger:   log.With("component", "admin"),
 		Checks:   []admin.Check{{Name: "top sampler", Func: sampler.Ready}},
 	})
 	adm.Handle("GET /top", handler)
 	adm.Handle("GET /top/", handler)
+	if gatherer == nil {
+		adm.Handle("GET /metrics", handler.RequireToken(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
+	}
 	if err := adm.Listen(); err != nil {
 		return err
 	}
