@@ -142,12 +142,12 @@ func lineEdits(a, b []string) []edit {
 			case i < n && j < m && am[i] == bm[j]:
 				out = append(out, edit{' ', am[i]})
 				i, j = i+1, j+1
-			case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
-				out = append(out, edit{'+', bm[j]})
-				j++
-			default:
+			case i < n && (j == m || lcs[i+1][j] >= lcs[i][j+1]):
 				out = append(out, edit{'-', am[i]})
 				i++
+			default:
+				out = append(out, edit{'+', bm[j]})
+				j++
 			}
 		}
 	}

@@ -656,6 +656,14 @@ func (s *Syncer) record(result string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.st.LastSync = &now
+	switch s.st.LastResult {
+	case ResultValidateFailed, ResultApplyFailed, ResultNotifyFailed, ResultRolledBack, ResultUnhealthy:
+		if result == ResultNotModified {
+			// An unchanged source is no news: keep showing why the desired
+			// version is not live.
+			return
+		}
+	}
 	s.st.LastResult = result
 	if err != nil {
 		s.st.LastError = err.Error()
