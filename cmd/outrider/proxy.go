@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/outrider-dev/outrider/certs"
+	"github.com/outrider-dev/outrider/configsync"
 	"github.com/outrider-dev/outrider/internal/admin"
 	"github.com/outrider-dev/outrider/proxy"
 )
@@ -33,6 +34,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	withTop := fs.Bool("top", false, "serve /top (processes and resources) on the admin listener; see 'outrider top -h'")
 	topTokenFile := fs.String("top-token-file", "", "`file` holding the bearer token every /top request needs (re-read on SIGHUP)")
 	cf := addCertFlags(fs)
+	csf := addConfigsyncFlags(fs, "configsync-")
 	lf := addLogFlags(fs)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
@@ -54,6 +56,17 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	reg := newRegistry()
+	// --configsync-*: the configsync loop in-process, beside the proxy.
+	csCfg, csOn, err := csf.config(log.With("component", "configsync"), reg)
+	if err != nil {
+		return err
+	}
+	var syncer *configsync.Syncer
+	if csOn {
+		if syncer, err = configsync.New(csCfg); err != nil {
+			return usageError{err}
+		}
+	}
 	certMgr, err := certs.New(cf.config(log.With("component", "certs"), reg))
 	if err != nil {
 		return usageError{err}
@@ -91,9 +104,13 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			{Name: "upstream", Func: srv.CheckUpstream},
 		},
 	})
-	adm.Handle("GET /status", statusHandler(map[string]func() any{
+	status := map[string]func() any{
 		"certificates": func() any { return certMgr.Status() },
-	}))
+	}
+	if syncer != nil {
+		status["configsync"] = func() any { return syncer.Status() }
+	}
+	adm.Handle("GET /status", statusHandler(status))
 
 	services := []service{
 		{name: "certs", run: certMgr.Run, reload: certMgr.Reload},
@@ -105,6 +122,10 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		services = append(services, topSvc)
+	}
+
+	if syncer != nil {
+		services = append(services, service{name: "configsync", run: syncer.Run, reload: syncer.Reload})
 	}
 
 	if err := srv.Listen(); err != nil {
