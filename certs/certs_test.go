@@ -29,7 +29,7 @@ func TestValidate(t *testing.T) {
 		{"bad domain", Config{Domains: []string{"a b"}}, `--domain "a b"`},
 		{"bad directory", Config{Domains: []string{"a.example"}, ACMEDirectories: []string{"ca.example"}}, "not an http(s) URL"},
 		{"eab half", Config{Domains: []string{"a.example"}, ACMEEABKeyID: "kid"}, "go together"},
-		{"cert and domain", Config{CertFile: "c", KeyFile: "k", Domains: []string{"a.example"}}, "choose one"},
+		{"cert and internal", Config{CertFile: "c", KeyFile: "k", Internal: true}, "choose one"},
 		{"negative interval", Config{RenewCheckInterval: -time.Second}, "negative"},
 	}
 	for _, tt := range tests {

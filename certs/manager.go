@@ -146,9 +146,8 @@ func (c Config) Validate() error {
 	if c.CertFile != "" && c.Internal {
 		errs = append(errs, errors.New("--cert and --tls-internal are two certificate sources; choose one"))
 	}
-	if c.CertFile != "" && len(c.Domains) > 0 && !c.Internal {
-		errs = append(errs, errors.New("--cert and --domain are two certificate sources (static files and ACME); choose one"))
-	}
+	// --cert with --domain is static files: the names then only say which
+	// Host values are served (SPEC: ACME is "--domain without --cert").
 	for name, d := range map[string]time.Duration{"check interval": c.CheckInterval,
 		"renew check interval":          c.RenewCheckInterval,
 		"internal certificate lifetime": c.InternalLifetime, "expiry warning": c.ExpiryWarning} {
