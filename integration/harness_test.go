@@ -141,7 +141,9 @@ type procSpec struct {
 // if the test failed.
 func start(t *testing.T, spec procSpec) *proc {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), spec.bin, spec.args...)
+	// Not t.Context(): it is cancelled before Cleanup runs, which would send
+	// a second SIGINT while the process drains. Cleanup stops it instead.
+	cmd := exec.CommandContext(context.WithoutCancel(t.Context()), spec.bin, spec.args...)
 	cmd.Env = append(os.Environ(), spec.env...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 10 * time.Second

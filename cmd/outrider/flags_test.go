@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestEnvName(t *testing.T) {
+	for in, want := range map[string]string{
+		"acme-email": "OUTRIDER_ACME_EMAIL", "listen": "OUTRIDER_LISTEN", "configsync-health-url": "OUTRIDER_CONFIGSYNC_HEALTH_URL",
+	} {
+		if got := envName(in); got != want {
+			t.Errorf("envName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestFlagPrecedenceAndLists(t *testing.T) {
+	type result struct {
+		Listen  string
+		Domains []string
+		Timeout time.Duration
+		On      bool
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    result
+		wantErr string
+	}{
+		{name: "defaults", want: result{Listen: ":443", Domains: []string{"d.example"}, Timeout: time.Minute}},
+		{name: "env", env: map[string]string{"OUTRIDER_LISTEN": ":8443", "OUTRIDER_DOMAIN": "a.example, b.example", "OUTRIDER_TIMEOUT": "5s", "OUTRIDER_ON": "true"},
+			want: result{Listen: ":8443", Domains: []string{"a.example", "b.example"}, Timeout: 5 * time.Second, On: true}},
+		{name: "flag wins over env", args: []string{"--listen", ":9443", "--domain", "c.example", "--domain", "e.example"},
+			env:  map[string]string{"OUTRIDER_LISTEN": ":8443", "OUTRIDER_DOMAIN": "a.example"},
+			want: result{Listen: ":9443", Domains: []string{"c.example", "e.example"}, Timeout: time.Minute}},
+		{name: "empty env turns an address off", env: map[string]string{"OUTRIDER_LISTEN": "", "OUTRIDER_DOMAIN": ""},
+			want: result{Listen: "", Domains: nil, Timeout: time.Minute}},
+		{name: "bad env value named", env: map[string]string{"OUTRIDER_TIMEOUT": "soon"}, wantErr: `invalid value "soon" in OUTRIDER_TIMEOUT`},
+		{name: "negative duration", args: []string{"--timeout", "-1s"}, wantErr: "must not be negative"},
+		{name: "stray argument", args: []string{"extra"}, wantErr: `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := newFlagSet("outrider test", "test")
+			fs.lookup = func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }
+			listen := fs.String("listen", ":443", "address")
+			domains := newListFlag(fs, "domain", "name", "d.example")
+			timeout := durationFlag(fs, "timeout", time.Minute, "timeout")
+			on := fs.Bool("on", false, "switch")
+			err := fs.parse(tt.args, &bytes.Buffer{})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("parse error = %v, want one line containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := result{*listen, domains.values, *timeout, *on}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("parsed flags mismatch (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestUsageListsEnvTwins(t *testing.T) {
+	var out bytes.Buffer
+	err := runProxy(context.Background(), []string{"-h"}, &out, &out)
+	if !errors.Is(err, errHelp) {
+		t.Fatalf("runProxy -h = %v, want errHelp", err)
+	}
+	for _, want := range []string{"--upstream", "env OUTRIDER_UPSTREAM", "--domain", "(repeatable)", `(default ":443")`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("usage lacks %q", want)
+		}
+	}
+}
+
+func TestRunExitCodes(t *testing.T) {
+	tests := []struct {
+		args     []string
+		wantCode int
+		wantOut  string
+	}{
+		{[]string{}, exitUsage, "Usage: outrider <command>"},
+		{[]string{"help"}, 0, "Commands:"},
+		{[]string{"nope"}, exitUsage, `unknown command "nope"`},
+		{[]string{"version", "--json"}, 0, `"go_version"`},
+		{[]string{"proxy", "--hsts", "-5", "--upstream", "http://127.0.0.1:1"}, exitUsage, "--hsts"},
+		{[]string{"proxy", "--legacy-rewrites", "gzip"}, exitUsage, `unknown rewrite "gzip"`},
+		{[]string{"proxy", "--trusted-proxies", "10.0.0.0/40"}, exitUsage, "10.0.0.0/40"},
+		{[]string{"proxy", "--log-format", "xml"}, exitUsage, `"xml"`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out bytes.Buffer
+			code := run(context.Background(), tt.args, &out, &out)
+			if code != tt.wantCode || !strings.Contains(out.String(), tt.wantOut) {
+				t.Errorf("run(%q) = %d, output %q; want %d containing %q", tt.args, code, out.String(), tt.wantCode, tt.wantOut)
+			}
+		})
+	}
+}
