@@ -856,3 +856,43 @@ func grepLines(s, substr string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func TestTopOnPublicListener(t *testing.T) {
+	skipShort(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte("s3cret-token\n"), 0o600)
+	e := startProxy(t, "--top", "--top-token-file", tokenFile, "--top-public")
+	var top struct {
+		Host      map[string]any   `json:"host"`
+		Processes []map[string]any `json:"processes"`
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if code := getJSON(t, e.h2, "https://app.example/top?sort=cpu&limit=5", &top, "Authorization", "Bearer s3cret-token"); code != 200 {
+			return fmt.Errorf("/top = %d", code)
+		}
+		return nil
+	})
+	if len(top.Processes) == 0 || len(top.Processes) > 5 || top.Host == nil {
+		t.Errorf("/top through the proxy: %d processes, host %v", len(top.Processes), top.Host != nil)
+	}
+	if code, _, _ := get(t, e.h2, "https://app.example/top"); code != http.StatusUnauthorized {
+		t.Errorf("/top without the token = %d, want 401", code)
+	}
+	// Paths that only start with /top still belong to the app.
+	var got echo
+	if getJSON(t, e.h1, "https://app.example/echo", &got); got.Path != "/echo" {
+		t.Errorf("app not reached: %+v", got)
+	}
+	if code, _, _ := get(t, e.h1, "https://app.example/topology"); code != 404 {
+		t.Errorf("/topology = %d, want the app's 404", code)
+	}
+
+	t.Run("refused without a token", func(t *testing.T) {
+		p := start(t, procSpec{name: "outrider top-public", bin: bins.outrider, noReady: true, exitCode: 2,
+			args: []string{"proxy", "--upstream", "http://127.0.0.1:1", "--cert", e.certFile, "--key", e.keyFile, "--top", "--top-public"}})
+		p.stopped = true
+		if code := p.wait(20 * time.Second); code != 2 || !strings.Contains(p.output(), "--top-token-file") {
+			t.Errorf("exit %d, output %q; want 2 naming --top-token-file", code, p.output())
+		}
+	})
+}

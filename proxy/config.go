@@ -71,6 +71,10 @@ type Config struct {
 	HSTS time.Duration
 	// Rewrites are the legacy-app fixes applied; see [Rewrites].
 	Rewrites Rewrites
+	// Mounts are paths outrider answers itself on the HTTPS listener instead
+	// of passing them to the app, such as "/top" (which also matches
+	// "/top/…"). Their handlers must do their own authentication.
+	Mounts map[string]http.Handler
 	// AccessLog logs one line per request at Info level.
 	AccessLog bool
 
@@ -159,6 +163,11 @@ func (c Config) Validate() error {
 	}
 	if c.MaxHeaderBytes < 0 {
 		errs = append(errs, fmt.Errorf("max header bytes %d is negative", c.MaxHeaderBytes))
+	}
+	for p := range c.Mounts {
+		if !strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
+			errs = append(errs, fmt.Errorf("invalid mount %q: want a path such as /top", p))
+		}
 	}
 	for _, n := range c.Names {
 		if n == "" || strings.ContainsAny(n, "/: ") {

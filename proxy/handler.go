@@ -72,6 +72,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(rw, http.StatusMisdirectedRequest)
 		return
 	}
+	if h.cfg.Mounts != nil {
+		if mh := mountFor(h.cfg.Mounts, r.URL.Path); mh != nil {
+			mh.ServeHTTP(rw, r)
+			return
+		}
+	}
 	if r.ProtoMajor == 2 && r.Context().Err() != nil {
 		// The client reset the stream before we began: do not bother the
 		// app (HTTP/2 rapid reset).
@@ -242,6 +248,16 @@ func (ci *connInfo) noteReset(now time.Time) bool {
 		return true
 	}
 	return false
+}
+
+// mountFor returns the handler mounted at path or at a parent of it.
+func mountFor(mounts map[string]http.Handler, path string) http.Handler {
+	for prefix, h := range mounts {
+		if path == prefix || strings.HasPrefix(path, prefix) && path[len(prefix)] == '/' {
+			return h
+		}
+	}
+	return nil
 }
 
 // nameSet matches a request's Host against the served names.

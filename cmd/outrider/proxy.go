@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"time"
 
 	"github.com/outrider-dev/outrider/certs"
@@ -33,6 +35,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin listener")
 	withTop := fs.Bool("top", false, "serve /top (processes and resources) on the admin listener; see 'outrider top -h'")
 	topTokenFile := fs.String("top-token-file", "", "`file` holding the bearer token every /top request needs (re-read on SIGHUP)")
+	topPublic := fs.Bool("top-public", false, "also answer /top on the HTTPS listener instead of passing it to the app (needs --top-token-file)")
 	cf := addCertFlags(fs)
 	csf := addConfigsyncFlags(fs, "configsync-")
 	lf := addLogFlags(fs)
@@ -71,6 +74,19 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usageError{err}
 	}
+	var top *proxyTop
+	var mounts map[string]http.Handler
+	if *topPublic && (!*withTop || *topTokenFile == "") {
+		return usageError{errors.New("--top-public needs --top and --top-token-file: /top on the public listener is never served without a token")}
+	}
+	if *withTop {
+		if top, err = newProxyTop(log, reg, *topTokenFile); err != nil {
+			return err
+		}
+		if *topPublic {
+			mounts = map[string]http.Handler{"/top": top.handler}
+		}
+	}
 	srv, err := proxy.New(proxy.Config{
 		Listen:              *listen,
 		HTTPListen:          *httpListen,
@@ -87,6 +103,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		ShutdownTimeout:     *shutdownTimeout,
 		HSTS:                time.Duration(*hsts) * time.Second,
 		Rewrites:            rw,
+		Mounts:              mounts,
 		AccessLog:           *accessLog,
 		Logger:              log.With("component", "proxy"),
 		Registerer:          reg,
@@ -116,12 +133,8 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		{name: "certs", run: certMgr.Run, reload: certMgr.Reload},
 		{name: "proxy", run: srv.Serve},
 	}
-	if *withTop {
-		topSvc, err := mountTop(adm, log, reg, *topTokenFile)
-		if err != nil {
-			return err
-		}
-		services = append(services, topSvc)
+	if top != nil {
+		services = append(services, top.mount(adm))
 	}
 
 	if syncer != nil {

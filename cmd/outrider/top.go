@@ -132,18 +132,28 @@ func (tf *topFlags) build(log *slog.Logger, reg prometheus.Registerer) (*topapi.
 	return sampler, handler, nil
 }
 
-// mountTop mounts /top on another subcommand's admin server ("outrider proxy
-// --top") with the defaults of "outrider top", and returns the sampler as a
-// service for serve.
-func mountTop(adm *admin.Server, log *slog.Logger, reg prometheus.Registerer, tokenFile string) (service, error) {
+// proxyTop is "outrider proxy --top": /top with the defaults of "outrider
+// top", mounted on the proxy's admin listener and, with --top-public, on its
+// HTTPS listener too.
+type proxyTop struct {
+	sampler *topapi.Sampler
+	handler *topapi.Handler
+}
+
+func newProxyTop(log *slog.Logger, reg prometheus.Registerer, tokenFile string) (*proxyTop, error) {
 	interval, scope, cmdline, topN := 2*time.Second, "host", "on", 10
 	tf := &topFlags{interval: &interval, tokenFile: &tokenFile, scope: &scope, cmdline: &cmdline, topN: &topN, prefix: "top-"}
 	sampler, handler, err := tf.build(log, reg)
 	if err != nil {
-		return service{}, err
+		return nil, err
 	}
-	adm.Handle("GET /top", handler)
-	adm.Handle("GET /top/", handler)
-	adm.AddCheck(admin.Check{Name: "top sampler", Func: sampler.Ready})
-	return service{name: "top", run: sampler.Run, reload: handler.Reload}, nil
+	return &proxyTop{sampler: sampler, handler: handler}, nil
+}
+
+// mount adds /top to the admin server and returns the sampler as a service.
+func (pt *proxyTop) mount(adm *admin.Server) service {
+	adm.Handle("GET /top", pt.handler)
+	adm.Handle("GET /top/", pt.handler)
+	adm.AddCheck(admin.Check{Name: "top sampler", Func: pt.sampler.Ready})
+	return service{name: "top", run: pt.sampler.Run, reload: pt.handler.Reload}
 }
