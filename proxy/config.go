@@ -63,6 +63,12 @@ type Config struct {
 	ReadHeaderTimeout time.Duration
 	// MaxHeaderBytes bounds a request's header size. If zero, 64 KiB.
 	MaxHeaderBytes int
+	// MaxBodyBytes bounds a request body. A request declaring a larger
+	// Content-Length is answered 413 before the app sees it; a chunked or
+	// HTTP/2 body that grows past it is cut, the app's read fails, and the
+	// client gets 413 when no response has begun. If zero, bodies are
+	// unlimited.
+	MaxBodyBytes int64
 	// ShutdownTimeout is how long Serve waits for in-flight requests after
 	// its context is done. If zero, 30s.
 	ShutdownTimeout time.Duration
@@ -163,6 +169,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxHeaderBytes < 0 {
 		errs = append(errs, fmt.Errorf("max header bytes %d is negative", c.MaxHeaderBytes))
+	}
+	if c.MaxBodyBytes < 0 {
+		errs = append(errs, fmt.Errorf("max body bytes %d is negative", c.MaxBodyBytes))
 	}
 	for p := range c.Mounts {
 		if !strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {

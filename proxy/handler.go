@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -27,6 +29,10 @@ type handler struct {
 	metrics *metrics
 	log     *slog.Logger
 	hsts    string // Strict-Transport-Security value, or ""
+
+	// watch cuts stalled response writes while Serve runs; without it each
+	// write arms its own deadline. See respWriter.
+	watch atomic.Pointer[stallWatch]
 }
 
 func newHandler(cfg Config, up *Upstream, m *metrics) *handler {
@@ -65,7 +71,11 @@ func newHandler(cfg Config, up *Upstream, m *metrics) *handler {
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rw := &respWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: h.cfg.IdleTimeout}
+	rw := newRespWriter(w, h.cfg.IdleTimeout)
+	if watch := h.watch.Load(); watch != nil {
+		watch.add(rw)
+	}
+	defer rw.release() // runs after finish
 	defer h.finish(rw, r, start)
 
 	if !h.names.match(r.Host) {
@@ -85,8 +95,17 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.noteReset(r)
 		return
 	}
+	if max := h.cfg.MaxBodyBytes; max > 0 && r.ContentLength > max {
+		h.writeError(rw, http.StatusRequestEntityTooLarge)
+		return
+	}
 	if r.Body != nil && r.Body != http.NoBody {
-		b := &idleBody{ReadCloser: r.Body, rc: rw.rc, idle: h.cfg.IdleTimeout}
+		if h.cfg.MaxBodyBytes > 0 {
+			// w, not rw: MaxBytesReader tells net/http to close the
+			// connection instead of draining an oversized body.
+			r.Body = http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
+		}
+		b := &idleBody{ReadCloser: r.Body, dl: rw.dl, idle: h.cfg.IdleTimeout}
 		r.Body, rw.body = b, b
 		if r.ContentLength < 0 && r.ProtoMajor == 1 {
 			// A chunked body: read its first chunk header before the app
@@ -138,6 +157,10 @@ func (h *handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		body = rw.body
 	}
 	code, reason := classify(err, r, body)
+	var tooBig *http.MaxBytesError
+	if body != nil && errors.As(body.err, &tooBig) {
+		code = http.StatusRequestEntityTooLarge // a chunked body grew past MaxBodyBytes
+	}
 	if rw != nil {
 		rw.upstreamErr = reason
 	}
@@ -325,10 +348,20 @@ func (p *prefetched) Read(b []byte) (int, error) {
 	return p.idleBody.Read(b)
 }
 
-// bufferPool recycles the 32 KiB copy buffers of ReverseProxy.
+// bufferPool recycles the 32 KiB copy buffers of ReverseProxy. The pool
+// holds *[32 KiB]byte: a pointer to an array converts to and from a slice
+// without allocating, where Put(&b) of a slice would allocate a slice header
+// on every call.
 type bufferPool struct{}
 
-var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+const copyBufferSize = 32 << 10
 
-func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
-func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+var buffers = sync.Pool{New: func() any { return new([copyBufferSize]byte) }}
+
+func (bufferPool) Get() []byte { return buffers.Get().(*[copyBufferSize]byte)[:] }
+
+func (bufferPool) Put(b []byte) {
+	if cap(b) >= copyBufferSize {
+		buffers.Put((*[copyBufferSize]byte)(b[:copyBufferSize]))
+	}
+}

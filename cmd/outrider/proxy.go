@@ -27,6 +27,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	upstreamTimeout := durationFlag(fs, "upstream-timeout", 60*time.Second, "longest wait for the upstream's response headers before answering 504")
 	idleTimeout := durationFlag(fs, "idle-timeout", 5*time.Minute, "close a connection, body, WebSocket or stream silent this long in both directions")
 	headerTimeout := durationFlag(fs, "header-timeout", 10*time.Second, "longest time a client may take to send a request's headers (slowloris)")
+	maxBody := fs.Int64("max-body-bytes", 0, "largest request body in `bytes` passed to the app (413 beyond it); 0 means unlimited")
 	hsts := fs.Int("hsts", 0, "Strict-Transport-Security max-age in `seconds`; 0 turns it off")
 	shutdownTimeout := durationFlag(fs, "shutdown-timeout", 30*time.Second, "how long SIGTERM/SIGINT waits for in-flight requests")
 	rewrites := newListFlag(fs, "legacy-rewrites", "legacy-app fixes: location (Location/Refresh to https), cookie (Set-Cookie Secure), destination (WebDAV); empty turns all off",
@@ -100,6 +101,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		UpstreamTimeout:     *upstreamTimeout,
 		IdleTimeout:         *idleTimeout,
 		ReadHeaderTimeout:   *headerTimeout,
+		MaxBodyBytes:        *maxBody,
 		ShutdownTimeout:     *shutdownTimeout,
 		HSTS:                time.Duration(*hsts) * time.Second,
 		Rewrites:            rw,
