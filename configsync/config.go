@@ -121,7 +121,7 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.Source == "" {
 		errs = append(errs, errors.New("configsync: source is required"))
-	} else if u, err := url.Parse(c.Source); err != nil || u.Scheme == "" {
+	} else if u, err := url.Parse(c.Source); err != nil || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "dir" && u.Scheme != "etcd") {
 		errs = append(errs, fmt.Errorf("configsync: source %q: want http(s)://…, dir:///path or etcd://host:port/prefix", c.Source))
 	} else if c.File != "" && u.Scheme != "http" && u.Scheme != "https" {
 		errs = append(errs, fmt.Errorf("configsync: file %q: single-file mode needs an http(s) source", c.File))

@@ -329,7 +329,7 @@ func TestSyncerDebouncesBursts(t *testing.T) {
 	src := &chanSource{ch: make(chan Update)}
 	app := newAppStub(t)
 	base := t.TempDir()
-	cfg := Config{Dir: filepath.Join(base, "d"), Source: "test://", Debounce: 100 * time.Millisecond,
+	cfg := Config{Dir: filepath.Join(base, "d"), Source: "dir:///unused", Debounce: 100 * time.Millisecond,
 		Notify: []string{"http:POST:" + app.srv.URL + "/-/reload"}, Registerer: prometheus.NewRegistry()}
 	s, err := NewWithSource(cfg, src)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/outrider-dev/outrider/configsync"
@@ -84,7 +85,8 @@ func (f *configsyncFlags) config(log *slog.Logger, reg prometheus.Registerer) (c
 		Registerer:      reg,
 	}
 	if err := cfg.Validate(); err != nil {
-		return configsync.Config{}, true, usageError{fmt.Errorf("invalid --%s* flags: %w", f.prefix, err)}
+		// Every problem on one line: Validate joins them with newlines.
+		return configsync.Config{}, true, usageError{errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))}
 	}
 	return cfg, true, nil
 }
