@@ -196,6 +196,24 @@ func TestMisdirectedHost(t *testing.T) {
 	if code != http.StatusMisdirectedRequest {
 		t.Errorf("unserved Host: %d %q, want 421", code, body)
 	}
+	// An absolute-form target names the host (RFC 9112 §3.2.2); it is held
+	// to the same names and never chooses where outrider connects.
+	if code := e.rawExchange(t, "GET http://other.example/echo HTTP/1.1\r\nHost: app.example\r\n\r\n"); code != http.StatusMisdirectedRequest {
+		t.Errorf("absolute-form to an unserved host: %d, want 421", code)
+	}
+	c := e.tlsConn(t)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET https://app.example/echo?x=1 HTTP/1.1\r\nHost: app.example\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got echo
+	json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || got.Path != "/echo" || got.Host != "app.example" {
+		t.Errorf("absolute-form to a served host: %d, app saw host %q path %q", resp.StatusCode, got.Host, got.Path)
+	}
 }
 
 // tlsConn opens a raw TLS connection speaking HTTP/1.1.

@@ -50,6 +50,10 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *hsts < 0 {
 		return usageError{fmt.Errorf("invalid value %d for flag --hsts: must not be negative", *hsts)}
 	}
+	// Check the upstream before anything logs or touches storage.
+	if _, err := proxy.ParseUpstream(*upstream, *allowRemote); err != nil {
+		return usageError{err}
+	}
 	rw, err := proxy.ParseRewrites(rewrites.values)
 	if err != nil {
 		return usageError{fmt.Errorf("invalid value for flag --legacy-rewrites: %w", err)}
