@@ -38,7 +38,7 @@ type acmeSource struct {
 }
 
 func newACMESource(cfg Config, m *metrics) (*acmeSource, error) {
-	storage, err := openStorage(cfg.Storage)
+	storage, err := openStorage(cfg.Storage, cfg.Etcd)
 	if err != nil {
 		return nil, err
 	}

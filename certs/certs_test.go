@@ -43,13 +43,16 @@ func TestValidate(t *testing.T) {
 }
 
 func TestOpenStorage(t *testing.T) {
-	for _, loc := range []string{"", "etcd://127.0.0.1:2379/x", "s3://bucket"} {
+	for _, loc := range []string{"", "etcd://127.0.0.1:2379", "s3://bucket"} {
 		if _, err := openStorage(loc); err == nil {
 			t.Errorf("openStorage(%q) succeeded, want an error", loc)
 		}
 	}
-	if _, err := openStorage("etcd://h:2379/p"); !errors.Is(err, ErrStorageUnsupported) {
-		t.Errorf("openStorage(etcd) = %v, want ErrStorageUnsupported", err)
+	if _, err := openStorage("s3://bucket"); !errors.Is(err, ErrStorageUnsupported) {
+		t.Errorf("openStorage(s3) = %v, want ErrStorageUnsupported", err)
+	}
+	if _, err := openStorage("etcd://h:2379/p"); err != nil {
+		t.Errorf("openStorage(etcd) = %v, want the etcd storage (it connects on first use)", err)
 	}
 }
 

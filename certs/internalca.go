@@ -222,7 +222,7 @@ type internalSource struct {
 }
 
 func newInternalSource(cfg Config, m *metrics) (*internalSource, error) {
-	st, err := openStorage(cfg.Storage)
+	st, err := openStorage(cfg.Storage, cfg.Etcd)
 	if err != nil {
 		return nil, err
 	}

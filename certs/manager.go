@@ -31,8 +31,12 @@ type Config struct {
 
 	// Storage is where ACME accounts and certificates, the internal CA and
 	// the order ledger are kept: a directory (created 0700, files 0600).
-	// Required for ACME and the internal CA.
+	// Required for ACME and the internal CA. An
+	// etcd://host:2379[,host2:2379]/prefix location is shared by replicas
+	// (see [EtcdConfig]).
 	Storage string
+	// Etcd configures the etcd client when Storage is an etcd:// location.
+	Etcd EtcdConfig
 
 	// ACMEDirectories are ACME directory URLs, tried in order when an order
 	// fails (issuer fallback). If empty, Let's Encrypt production.

@@ -14,16 +14,16 @@ import (
 // the internal CA and the order ledger all go through the certmagic.Storage
 // it returns, so a shared backend (etcd) needs only a new case here.
 //
-// A directory path gives certmagic's FileStorage, which writes files 0600
-// in directories 0700 and locks with lock files.
-func openStorage(location string) (certmagic.Storage, error) {
+// An etcd:// location gives the etcd storage shared by replicas
+// (etcdstorage.go), configured by the optional EtcdConfig. A directory path
+// gives certmagic's FileStorage, which writes files 0600 in directories 0700
+// and locks with lock files.
+func openStorage(location string, etcd ...EtcdConfig) (certmagic.Storage, error) {
 	switch {
 	case location == "":
 		return nil, errors.New("no --storage given: ACME and the internal CA keep keys and certificates there")
 	case strings.HasPrefix(location, "etcd://"):
-		// TODO(storage): an etcd-backed certmagic.Storage (Storage + Locker
-		// with leases) plugs in here.
-		return nil, fmt.Errorf("storage %q: %w", location, ErrStorageUnsupported)
+		return openEtcdStorage(location, append(etcd, EtcdConfig{})[0]) // shared by replicas; see etcdstorage.go
 	case strings.Contains(location, "://"):
 		return nil, fmt.Errorf("storage %q: %w", location, ErrStorageUnsupported)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outrider-dev/outrider/certs"
+	"github.com/outrider-dev/outrider/internal/etcdclient"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -31,6 +32,9 @@ type certFlags struct {
 	renewCheckInterval *time.Duration
 	duplicateLimit     *int
 	forceOrder         *bool
+
+	etcd        func() etcdclient.Options // --etcd-* (etcdflags.go)
+	etcdLockTTL *time.Duration
 }
 
 func addCertFlags(fs *flagSet) *certFlags {
@@ -40,7 +44,7 @@ func addCertFlags(fs *flagSet) *certFlags {
 		cert:     fs.String("cert", "", "static certificate `file` (PEM, chain included); reloaded when it changes"),
 		key:      fs.String("key", "", "static private key `file` (PEM) for --cert"),
 		internal: fs.Bool("tls-internal", false, "issue certificates from a local CA kept in --storage (on when neither --domain nor --cert is given)"),
-		storage:  fs.String("storage", defaultStorage(), "`dir` for certificates, ACME account and internal CA"),
+		storage:  fs.String("storage", defaultStorage(), "`dir` for certificates, ACME account and internal CA, or etcd://host:2379[,host2:2379]/prefix shared by replicas"),
 
 		acmeEmail:     fs.String("acme-email", "", "ACME account contact `email`"),
 		acmeDirectory: newListFlag(fs, "acme-directory", "ACME directory `URL`; repeat for fallback issuers", certs.LetsEncryptProduction),
@@ -54,6 +58,9 @@ func addCertFlags(fs *flagSet) *certFlags {
 		duplicateLimit: fs.Int("acme-duplicate-limit", 5,
 			"most certificates obtained for the same name set in 7 days (recorded in --storage); further orders are refused; -1: no limit"),
 		forceOrder: fs.Bool("acme-force-order", false, "order even beyond --acme-duplicate-limit"),
+
+		etcd:        addEtcdFlags(fs),
+		etcdLockTTL: addEtcdLockTTLFlag(fs),
 	}
 }
 
@@ -72,6 +79,7 @@ func (cf *certFlags) config(log *slog.Logger, reg prometheus.Registerer) certs.C
 		Domains:            cf.domains.values,
 		Internal:           *cf.internal || (*cf.cert == "" && len(cf.domains.values) == 0),
 		Storage:            *cf.storage,
+		Etcd:               certs.EtcdConfig{Client: cf.etcd(), LockTTL: *cf.etcdLockTTL, Logger: log},
 		ACMEDirectories:    cf.acmeDirectory.values,
 		ACMEEmail:          *cf.acmeEmail,
 		ACMECARootFile:     *cf.acmeCARoot,
