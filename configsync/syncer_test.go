@@ -154,7 +154,11 @@ func (h *harness) stop() {
 
 func (h *harness) waitApplied(version string) {
 	h.t.Helper()
-	waitUntil(h.t, func() bool { return h.syncer.Status().AppliedVersion == version && h.syncer.Status().LastResult != "" })
+	// Done, not just live: the success is recorded after notify and health.
+	waitUntil(h.t, func() bool {
+		st := h.syncer.Status()
+		return st.AppliedVersion == version && st.LastSuccess != nil && st.AppliedAt != nil && !st.LastSuccess.Before(*st.AppliedAt)
+	})
 }
 
 func (h *harness) file(name string) string {
@@ -259,7 +263,7 @@ func TestSyncerRollsBackUnhealthyVersion(t *testing.T) {
 	h.waitApplied("v1")
 	app.unhealthy.Store(true)
 	api.set("v2", map[string]string{"app.conf": "bad\n", "extra.conf": "x"})
-	waitUntil(t, func() bool { return h.syncer.Status().Rollbacks == 1 })
+	waitUntil(t, func() bool { st := h.syncer.Status(); return st.Rollbacks == 1 && st.LastResult == ResultRolledBack })
 	app.unhealthy.Store(false)
 	if got := h.file("app.conf"); got != "ok\n" {
 		t.Errorf("app.conf = %q after rollback", got)
@@ -341,7 +345,10 @@ func TestSyncerDebouncesBursts(t *testing.T) {
 	for i := range 10 {
 		src.ch <- Update{Snapshot: snap("app.conf", fmt.Sprint(i))}
 	}
-	waitUntil(t, func() bool { return s.Status().AppliedHash == snap("app.conf", "9").Hash() })
+	waitUntil(t, func() bool {
+		st := s.Status()
+		return st.AppliedHash == snap("app.conf", "9").Hash() && st.LastResult == ResultApplied
+	})
 	cancel()
 	<-done
 	if got := app.reloads.Load(); got != 1 {
