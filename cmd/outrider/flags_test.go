@@ -97,9 +97,10 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"nope"}, exitUsage, `unknown command "nope"`},
 		{[]string{"version", "--json"}, 0, `"go_version"`},
 		{[]string{"proxy", "--hsts", "-5", "--upstream", "http://127.0.0.1:1"}, exitUsage, "--hsts"},
-		{[]string{"proxy", "--legacy-rewrites", "gzip"}, exitUsage, `unknown rewrite "gzip"`},
-		{[]string{"proxy", "--trusted-proxies", "10.0.0.0/40"}, exitUsage, "10.0.0.0/40"},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--legacy-rewrites", "gzip"}, exitUsage, `unknown rewrite "gzip"`},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--trusted-proxies", "10.0.0.0/40"}, exitUsage, "10.0.0.0/40"},
 		{[]string{"proxy", "--log-format", "xml"}, exitUsage, `"xml"`},
+		{[]string{"proxy"}, exitUsage, "--upstream is required"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
