@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outrider-dev/outrider/internal/etcdclient"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -66,6 +67,9 @@ type Config struct {
 	OnDrift string
 	// DriftInterval is how often Dir is re-hashed. Zero means 1m.
 	DriftInterval time.Duration
+	// Etcd holds the TLS and authentication settings of an etcd:// Source
+	// (the --etcd-* flags); zero is plain text without authentication.
+	Etcd etcdclient.Options
 	// HTTPClient is used for http sources, http notifiers and health checks.
 	// If nil, a client with sane timeouts and no proxy is used.
 	HTTPClient *http.Client

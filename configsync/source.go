@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/outrider-dev/outrider/internal/etcdclient"
 )
 
 // Source delivers complete snapshots of the desired files.
@@ -48,11 +50,13 @@ type SourceOptions struct {
 	Interval   time.Duration // poll or rescan period
 	HTTPClient *http.Client
 	Logger     *slog.Logger
+	Etcd       etcdclient.Options // TLS and auth of etcd sources
 }
 
 // OpenSource returns the Source for rawURL by its scheme: http and https
-// (polled), dir (a watched directory, dir:///path). Other schemes — etcd is
-// its own issue — are refused with a clear error.
+// (polled), dir (a watched directory, dir:///path), etcd (watched keys under
+// a prefix, etcd://host:2379[,host2:2379]/prefix). Other schemes are refused
+// with a clear error.
 func OpenSource(rawURL string, opts SourceOptions) (Source, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -76,7 +80,7 @@ func OpenSource(rawURL string, opts SourceOptions) (Source, error) {
 		}
 		return newDirSource(u.Path, opts), nil
 	case "etcd":
-		return nil, fmt.Errorf("configsync: source %q: etcd sources are not supported by this build yet", rawURL)
+		return newEtcdSource(rawURL, opts) // etcd.go
 	default:
 		return nil, fmt.Errorf("configsync: source %q: unknown scheme %q (want http, https or dir)", rawURL, u.Scheme)
 	}

@@ -66,7 +66,7 @@ func New(cfg Config) (*Syncer, error) {
 	}
 	src, err := OpenSource(cfg.Source, SourceOptions{
 		File: cfg.File, TokenFile: cfg.TokenFile, Interval: cfg.Interval,
-		HTTPClient: cfg.HTTPClient, Logger: cfg.Logger,
+		HTTPClient: cfg.HTTPClient, Logger: cfg.Logger, Etcd: cfg.Etcd,
 	})
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/outrider-dev/outrider/configsync"
 	"github.com/outrider-dev/outrider/internal/admin"
+	"github.com/outrider-dev/outrider/internal/etcdclient"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -34,12 +35,13 @@ type configsyncFlags struct {
 	commandTimeout *time.Duration
 	onDrift        *string
 	driftInterval  *time.Duration
+	etcd           func() etcdclient.Options // --etcd-* (etcdflags.go)
 }
 
 func addConfigsyncFlags(fs *flagSet, prefix string) *configsyncFlags {
 	return &configsyncFlags{
 		prefix:    prefix,
-		source:    fs.String(prefix+"source", "", "where the config lives: http(s)://… (polled), dir:///path (watched)"),
+		source:    fs.String(prefix+"source", "", "where the config lives: http(s)://… (polled), dir:///path (watched), etcd://host:2379/prefix (watched)"),
 		file:      fs.String(prefix+"file", "", "single-file mode: the http source's body is this `name` in --"+prefix+"dir (default: JSON bundle)"),
 		tokenFile: fs.String(prefix+"token-file", "", "`file` holding a bearer token for the http source, re-read on every fetch"),
 		dir:       fs.String(prefix+"dir", "", "absolute `dir` shared with the app, where its config files go (required with --"+prefix+"source)"),
@@ -54,6 +56,7 @@ func addConfigsyncFlags(fs *flagSet, prefix string) *configsyncFlags {
 		commandTimeout: durationFlag(fs, prefix+"command-timeout", 30*time.Second, "limit for the validate command, exec notifiers and each http notifier attempt"),
 		onDrift:        fs.String(prefix+"on-drift", configsync.DriftRestore, "when files in --"+prefix+"dir are edited by hand: restore, report or off"),
 		driftInterval:  durationFlag(fs, prefix+"drift-interval", time.Minute, "how often --"+prefix+"dir is re-hashed to detect drift"),
+		etcd:           addEtcdFlags(fs),
 	}
 }
 
@@ -81,6 +84,7 @@ func (f *configsyncFlags) config(log *slog.Logger, reg prometheus.Registerer) (c
 		CommandTimeout:  *f.commandTimeout,
 		OnDrift:         *f.onDrift,
 		DriftInterval:   *f.driftInterval,
+		Etcd:            f.etcd(),
 		Logger:          log,
 		Registerer:      reg,
 	}
@@ -92,9 +96,13 @@ func (f *configsyncFlags) config(log *slog.Logger, reg prometheus.Registerer) (c
 }
 
 func runConfigsync(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if isConfigsyncEtcdHelper(args) {
+		return runConfigsyncEtcd(ctx, args, stdout, stderr) // publish, rollback: configsync_etcd.go
+	}
 	fs := newFlagSet("outrider configsync", "Keep the app's config files in --dir in sync with --source: each new version is\n"+
 		"checked, staged, validated (--validate), made live in one atomic step, announced to the\n"+
-		"app (--notify), verified (--health-url) and rolled back when the app turns unhealthy.")
+		"app (--notify), verified (--health-url) and rolled back when the app turns unhealthy.\n"+
+		"For etcd:// sources, 'outrider configsync publish -h' and 'rollback -h' are the operator helpers.")
 	cf := addConfigsyncFlags(fs, "")
 	adminListen := fs.String("admin-listen", "127.0.0.1:9902", "`address` for /metrics, /healthz, /readyz, /status; empty turns it off")
 	once := fs.Bool("once", false, "fetch and apply once, then exit (init containers); non-zero exit when the source is unreachable")
