@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/outrider-dev/outrider/internal/dirwatch"
 )
 
 // staticSource serves one certificate from PEM files and swaps it when the
@@ -143,50 +143,13 @@ func (s *staticSource) status() []Status {
 // kubelet replace files by rename or symlink swap, which a watch on the file
 // itself would miss. A timer re-checks in case events are lost.
 func (s *staticSource) run(ctx context.Context) error {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		s.log.Warn("file watching unavailable; relying on periodic checks", "err", err)
-	} else {
-		defer w.Close()
-		dirs := map[string]bool{filepath.Dir(s.certFile): true, filepath.Dir(s.keyFile): true}
-		for d := range dirs {
-			if err := w.Add(d); err != nil {
-				s.log.Warn("cannot watch certificate directory; relying on periodic checks", "file", d, "err", err)
-			}
-		}
+	dirs := []string{filepath.Dir(s.certFile)}
+	if d := filepath.Dir(s.keyFile); d != dirs[0] {
+		dirs = append(dirs, d)
 	}
-	var events <-chan fsnotify.Event
-	var errs <-chan error
-	if w != nil {
-		events, errs = w.Events, w.Errors
-	}
-	tick := time.NewTicker(s.interval)
-	defer tick.Stop()
-	// Debounce: a kubelet swap or an editor save is several events.
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case _, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			debounce.Reset(100 * time.Millisecond)
-		case err, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
-			}
-			s.log.Warn("file watch error", "err", err)
-		case <-debounce.C:
-			s.reloadQuiet(ctx)
-		case <-tick.C:
-			s.reloadQuiet(ctx)
-		}
-	}
+	return dirwatch.Run(ctx, dirwatch.Config{
+		Dirs: dirs, Debounce: 100 * time.Millisecond, Interval: s.interval, Logger: s.log,
+	}, s.reloadQuiet)
 }
 
 // reloadQuiet reloads and logs only failures; a half-written pair seen in

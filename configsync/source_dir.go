@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/outrider-dev/outrider/internal/dirwatch"
 )
 
 // dirSource reads a directory, typically a mounted ConfigMap. When the
@@ -141,52 +141,13 @@ func (s *dirSource) readTree(root, dir string) (*Snapshot, error) {
 }
 
 func (s *dirSource) Watch(ctx context.Context, updates chan<- Update) error {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		s.log.Warn("fsnotify unavailable; rescanning on a timer only", "err", err)
-	} else {
-		defer w.Close()
-	}
-	watching := false
-	poll := func() {
-		if w != nil && !watching {
-			if err := w.Add(s.root); err == nil {
-				watching = true
-			}
-		}
+	poll := func(ctx context.Context) {
 		start := time.Now()
 		snap, err := s.Fetch(ctx)
 		send(ctx, updates, Update{Snapshot: snap, Err: err, Duration: time.Since(start)})
 	}
-	poll()
-	var events <-chan fsnotify.Event
-	var errs <-chan error
-	if w != nil {
-		events, errs = w.Events, w.Errors
-	}
-	tick := time.NewTicker(s.interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			if ev.Has(fsnotify.Remove) && filepath.Clean(ev.Name) == s.root {
-				watching = false
-			}
-			poll()
-		case err, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
-			}
-			s.log.Warn("watching source dir", "err", err)
-		case <-tick.C:
-			poll()
-		}
-	}
+	poll(ctx)
+	// Each event re-reads the whole tree: the syncer debounces and compares
+	// content hashes, so a burst costs reads, never extra applies.
+	return dirwatch.Run(ctx, dirwatch.Config{Dirs: []string{s.root}, Interval: s.interval, Logger: s.log}, poll)
 }
