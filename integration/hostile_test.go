@@ -381,11 +381,15 @@ func TestHeaderFloodRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		done := make(chan string, 1)
-		go func() { done <- readUntilClosed(fr) }()
+		var wmu sync.Mutex
+		go func() { done <- readUntilClosed(fr, &wmu) }()
 		var sent int64
 		frag := bytes.Repeat([]byte{0x40, 0x01, 'x', 0x7f, 0x7f}, 3000) // literal headers, never END_HEADERS
 		for sent < floodBytes {
-			if err := fr.WriteContinuation(1, false, frag); err != nil {
+			wmu.Lock()
+			err := fr.WriteContinuation(1, false, frag)
+			wmu.Unlock()
+			if err != nil {
 				break
 			}
 			sent += int64(len(frag))
@@ -430,8 +434,9 @@ func startH2(t *testing.T, c *tls.Conn, settings ...http2.Setting) *http2.Framer
 }
 
 // readUntilClosed reads frames until a GOAWAY or the end of the connection,
-// acknowledging SETTINGS, and describes how it ended.
-func readUntilClosed(fr *http2.Framer) string {
+// acknowledging SETTINGS, and describes how it ended. A Framer's writes are
+// not safe for concurrent use: writers elsewhere must hold wmu too.
+func readUntilClosed(fr *http2.Framer, wmu *sync.Mutex) string {
 	for {
 		f, err := fr.ReadFrame()
 		if err != nil {
@@ -442,7 +447,9 @@ func readUntilClosed(fr *http2.Framer) string {
 			return "GOAWAY " + f.ErrCode.String()
 		case *http2.SettingsFrame:
 			if !f.IsAck() {
+				wmu.Lock()
 				fr.WriteSettingsAck()
+				wmu.Unlock()
 			}
 		}
 	}
