@@ -51,19 +51,49 @@ func (e *etcd) URL(prefix string) string { return "etcd://" + e.Addr + prefix }
 // Start starts (or restarts) the member on the same ports and data.
 func (e *etcd) Start() {
 	e.t.Helper()
+	e.startAt(e.Addr)
+	if e.cli != nil {
+		e.waitReady()
+	}
+}
+
+// Hidden stops the member, runs f against it restarted on another client
+// port (so that the clients of the processes under test cannot reach it),
+// then restarts it on its own port: what those clients missed meanwhile
+// arrives as if they had been cut off.
+func (e *etcd) Hidden(f func(cli *clientv3.Client)) {
+	e.t.Helper()
+	e.Stop()
+	other := "127.0.0.1:" + strconv.Itoa(pickPort(e.t))
+	e.startAt(other)
+	cli, err := etcdclient.New(etcdclient.Target{Endpoints: []string{other}}, etcdclient.Options{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer cli.Close()
+	waitFor(e.t, 15*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(e.t.Context(), time.Second)
+		defer cancel()
+		_, err := cli.Get(ctx, "ping")
+		return err
+	})
+	f(cli)
+	e.Stop()
+	e.Start()
+}
+
+func (e *etcd) startAt(addr string) {
+	e.t.Helper()
 	e.proc = start(e.t, procSpec{name: "etcd", bin: e.bin, noReady: true,
 		exitCode: -1, // etcd re-raises SIGINT after cleaning up
 		args: []string{
 			"--name", "it", "--data-dir", e.dataDir,
-			"--listen-client-urls", "http://" + e.Addr, "--advertise-client-urls", "http://" + e.Addr,
+			"--listen-client-urls", "http://" + addr, "--advertise-client-urls", "http://" + addr,
 			"--listen-peer-urls", e.peer, "--initial-advertise-peer-urls", e.peer,
 			"--initial-cluster", "it=" + e.peer,
 			"--heartbeat-interval", "50", "--election-timeout", "250",
 			"--logger", "zap", "--log-level", "warn",
 		}})
-	if e.cli != nil {
-		e.waitReady()
-	}
 }
 
 // Stop stops the member (SIGINT); its data stays for Start.
