@@ -124,7 +124,7 @@ func TestConfigsyncEtcdWatchCompactionRestart(t *testing.T) {
 
 // publishCmd runs an operator helper and decodes its JSON answer.
 func publishCmd(t *testing.T, args ...string) (res struct {
-	Revision                  int64
+	Revision                int64
 	Put, Deleted, Unchanged int
 }) {
 	t.Helper()
