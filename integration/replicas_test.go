@@ -326,8 +326,7 @@ func (rs *replicaSet) ledgerIssued() int {
 // Three replicas order the name once, share the certificate and answer
 // challenges for an order another replica started.
 func TestReplicasShareOneCertificate(t *testing.T) {
-	var rs *replicaSet
-	rs = startReplicaSet(t, func(rs *replicaSet) {
+	rs := startReplicaSet(t, func(rs *replicaSet) {
 		rs.bal.avoid = rs.lockHolder // validations go to a replica that did not order
 	})
 	serial := rs.waitSameCertificate(60*time.Second, replicaIPs)
