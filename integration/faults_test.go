@@ -497,4 +497,3 @@ func TestFaultOutriderSIGKILLKeepsStorage(t *testing.T) {
 		t.Logf("note: temp files left in storage by the kills: %v", tmp)
 	}
 }
-
