@@ -134,7 +134,12 @@ func (h *handler) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Header.Del("Connection")
 	}
 	client, _ := netip.ParseAddrPort(pr.In.RemoteAddr)
-	setForwarded(pr.Out.Header, pr.In.Header, client.Addr(), pr.In.Host, trusted(h.cfg.TrustedProxies, client.Addr()))
+	ip := ""
+	if client.Addr().Is4() {
+		// RemoteAddr is "a.b.c.d:port" as netip prints it: reuse its bytes.
+		ip = pr.In.RemoteAddr[:strings.LastIndexByte(pr.In.RemoteAddr, ':')]
+	}
+	setForwardedIP(pr.Out.Header, pr.In.Header, client.Addr(), ip, pr.In.Host, trusted(h.cfg.TrustedProxies, client.Addr()))
 	if h.cfg.Rewrites.Destination {
 		rewriteDestination(pr.Out.Header, pr.In.Host)
 	}
@@ -200,7 +205,7 @@ func (h *handler) finish(rw *respWriter, r *http.Request, start time.Time) {
 	}
 	end := time.Now()
 	d := end.Sub(start).Seconds()
-	h.metrics.requests.WithLabelValues(codeLabel(status), methodLabel(r.Method)).Inc()
+	h.metrics.request(status, r.Method).Inc()
 	h.metrics.duration.Observe(d)
 	var upstream float64
 	if rw.upstreamErr == "" && !rw.headerAt.IsZero() {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -15,6 +16,45 @@ type metrics struct {
 	openConns        prometheus.Gauge
 	handshakes       *prometheus.CounterVec
 	resetCloses      prometheus.Counter
+
+	// requestCounters caches requests' children for the common code and
+	// method pairs: WithLabelValues hashes both labels and takes a lock on
+	// every call. Filled on first use, so that no zero series appears for a
+	// pair never seen.
+	requestCounters [len(commonCodes)][len(commonMethods)]atomic.Pointer[prometheus.Counter]
+}
+
+// The pairs cached by metrics.request. Anything else takes the slow path.
+var (
+	commonCodes   = [...]int{200, 204, 206, 301, 302, 304, 400, 401, 403, 404, 408, 421, 499, 500, 502, 503, 504}
+	commonMethods = [...]string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions}
+)
+
+// request returns the requests counter for a status code and method.
+func (m *metrics) request(code int, method string) prometheus.Counter {
+	ci, mi := -1, -1
+	for i, c := range commonCodes {
+		if c == code {
+			ci = i
+			break
+		}
+	}
+	for i, v := range commonMethods {
+		if v == method {
+			mi = i
+			break
+		}
+	}
+	if ci < 0 || mi < 0 {
+		return m.requests.WithLabelValues(codeLabel(code), methodLabel(method))
+	}
+	slot := &m.requestCounters[ci][mi]
+	if c := slot.Load(); c != nil {
+		return *c
+	}
+	c := m.requests.WithLabelValues(codeLabel(code), methodLabel(method))
+	slot.Store(&c)
+	return c
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {

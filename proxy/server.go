@@ -143,6 +143,19 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 
+	// The stall watch outlives the listeners: it also cuts stalled writes
+	// while Shutdown drains.
+	watch := newStallWatch(s.cfg.IdleTimeout)
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	watchDone := make(chan struct{})
+	go func() { defer close(watchDone); watch.run(watchCtx) }()
+	s.handler.watch.Store(watch)
+	defer func() {
+		s.handler.watch.CompareAndSwap(watch, nil)
+		stopWatch()
+		<-watchDone
+	}()
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ignoreClosed(https.ServeTLS(s.httpsLn, "", "")) })
 	if redirect != nil {
