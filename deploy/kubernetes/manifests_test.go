@@ -1,0 +1,237 @@
+// Package kubernetes holds the Kubernetes manifests of outrider; this test
+// decodes them strictly into the Kubernetes API types, the only honest
+// check without a cluster: a misspelt or misplaced field is an error, as
+// `kubectl apply --validate=strict` would make it.
+package kubernetes
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// kustomization is the part of kustomize's Kustomization we use (its Go
+// type lives in sigs.k8s.io/kustomize, which we do not depend on).
+type kustomization struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Resources  []string
+	Labels     []struct {
+		Pairs            map[string]string `json:"pairs"`
+		IncludeSelectors bool              `json:"includeSelectors"`
+	} `json:"labels"`
+	Patches []struct {
+		Path string `json:"path"`
+	} `json:"patches"`
+}
+
+// objects holds every manifest of one directory, decoded.
+type objects struct {
+	deployments   []*appsv1.Deployment
+	services      []*corev1.Service
+	secrets       []*corev1.Secret
+	kustomization *kustomization
+}
+
+// load decodes every YAML document under dir strictly: unknown or
+// duplicate fields, and kinds we do not expect, fail the test.
+func load(t *testing.T, dir string) objects {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no manifests in %s (%v)", dir, err)
+	}
+	var o objects
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, doc := range bytes.Split(b, []byte("\n---\n")) {
+			if len(bytes.TrimSpace(doc)) == 0 {
+				continue
+			}
+			var head struct{ Kind string }
+			if err := yaml.Unmarshal(doc, &head); err != nil {
+				t.Fatalf("%s #%d: %v", f, i, err)
+			}
+			var v any
+			switch head.Kind {
+			case "Deployment":
+				d := &appsv1.Deployment{}
+				o.deployments, v = append(o.deployments, d), d
+			case "Service":
+				s := &corev1.Service{}
+				o.services, v = append(o.services, s), s
+			case "Secret":
+				s := &corev1.Secret{}
+				o.secrets, v = append(o.secrets, s), s
+			case "Kustomization":
+				o.kustomization = &kustomization{}
+				v = o.kustomization
+			default:
+				t.Fatalf("%s #%d: unexpected kind %q", f, i, head.Kind)
+			}
+			if err := yaml.UnmarshalStrict(doc, v); err != nil {
+				t.Errorf("%s #%d (%s): %v", f, i, head.Kind, err)
+			}
+		}
+	}
+	if o.kustomization != nil {
+		for _, r := range o.kustomization.Resources {
+			if _, err := os.Stat(filepath.Join(dir, r)); err != nil {
+				t.Errorf("%s: resource %s: %v", dir, r, err)
+			}
+		}
+		for _, p := range o.kustomization.Patches {
+			if _, err := os.Stat(filepath.Join(dir, p.Path)); err != nil {
+				t.Errorf("%s: patch %s: %v", dir, p.Path, err)
+			}
+		}
+	}
+	return o
+}
+
+func container(t *testing.T, cs []corev1.Container, name string) corev1.Container {
+	t.Helper()
+	for _, c := range cs {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no container %q", name)
+	return corev1.Container{}
+}
+
+func env(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
+}
+
+func TestBaseManifests(t *testing.T) {
+	o := load(t, "base")
+	if o.kustomization == nil || len(o.deployments) != 1 || len(o.services) != 1 || len(o.secrets) != 1 {
+		t.Fatalf("base: want a kustomization, one Deployment, Service and Secret; got %d, %d, %d",
+			len(o.deployments), len(o.services), len(o.secrets))
+	}
+	pod := o.deployments[0].Spec.Template.Spec
+	if pod.ShareProcessNamespace != nil && *pod.ShareProcessNamespace {
+		t.Error("base shares the process namespace; only the signal variant may")
+	}
+	if sc := pod.SecurityContext; sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
+		t.Error("pod does not require runAsNonRoot")
+	}
+
+	// Both sidecars are native: init containers that keep running.
+	for _, name := range []string{"configsync", "outrider"} {
+		c := container(t, pod.InitContainers, name)
+		if c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+			t.Errorf("init container %s: restartPolicy %v, want Always (native sidecar)", name, c.RestartPolicy)
+		}
+		if c.SecurityContext == nil || c.SecurityContext.ReadOnlyRootFilesystem == nil || !*c.SecurityContext.ReadOnlyRootFilesystem {
+			t.Errorf("%s: root filesystem not read-only", name)
+		}
+	}
+	px := container(t, pod.InitContainers, "outrider")
+	probes := map[string]*corev1.Probe{"startup": px.StartupProbe, "liveness": px.LivenessProbe, "readiness": px.ReadinessProbe}
+	want := map[string]string{"startup": "/healthz", "liveness": "/healthz", "readiness": "/readyz"}
+	for kind, p := range probes {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != want[kind] || p.HTTPGet.Port.IntValue() != 9901 {
+			t.Errorf("outrider %s probe = %+v, want GET %s on the admin port 9901", kind, p, want[kind])
+		}
+	}
+	if !slices.Contains(px.Args, "--admin-listen=:9901") {
+		t.Errorf("outrider args %q: the admin listener must be reachable by the kubelet on :9901", px.Args)
+	}
+	cs := container(t, pod.InitContainers, "configsync")
+	if !strings.HasPrefix(env(px, "OUTRIDER_STORAGE"), "etcd://") || !strings.HasPrefix(env(cs, "OUTRIDER_SOURCE"), "etcd://") {
+		t.Error("storage and config source are not etcd:// locations")
+	}
+	for _, c := range []corev1.Container{px, cs} {
+		if env(c, "OUTRIDER_ETCD_PASSWORD_FILE") == "" || env(c, "OUTRIDER_ETCD_CA_FILE") == "" {
+			t.Errorf("%s: etcd credentials not configured", c.Name)
+		}
+		for _, a := range c.Args {
+			if strings.HasPrefix(a, "--notify=signal:") {
+				t.Errorf("%s: signal notification in the base, which has no shared PID namespace", c.Name)
+			}
+		}
+	}
+
+	// Volumes: every mount is declared; the config dir is one emptyDir,
+	// written by configsync and read-only for the app; the etcd Secret exists.
+	vols := map[string]corev1.Volume{}
+	for _, v := range pod.Volumes {
+		vols[v.Name] = v
+	}
+	all := append(append([]corev1.Container{}, pod.InitContainers...), pod.Containers...)
+	for _, c := range all {
+		for _, m := range c.VolumeMounts {
+			if _, ok := vols[m.Name]; !ok {
+				t.Errorf("%s mounts undeclared volume %s", c.Name, m.Name)
+			}
+		}
+	}
+	if v := vols["app-config"]; v.EmptyDir == nil {
+		t.Error("app-config is not an emptyDir")
+	}
+	app := container(t, pod.Containers, "app")
+	for _, m := range app.VolumeMounts {
+		if m.Name == "app-config" && !m.ReadOnly {
+			t.Error("the app mounts its config read-write; configsync owns it")
+		}
+	}
+	if v := vols["etcd-credentials"]; v.Secret == nil || v.Secret.SecretName != o.secrets[0].Name {
+		t.Errorf("etcd-credentials volume does not use the Secret %s", o.secrets[0].Name)
+	}
+	for _, k := range []string{"ca.crt", "password"} {
+		if _, ok := o.secrets[0].StringData[k]; !ok {
+			t.Errorf("Secret %s has no %s", o.secrets[0].Name, k)
+		}
+	}
+
+	// The Service reaches the pods on 80 and 443, mapped to outrider's ports.
+	svc := o.services[0]
+	ports := map[int32]int{}
+	for _, p := range svc.Spec.Ports {
+		ports[p.Port] = p.TargetPort.IntValue()
+	}
+	if ports[80] != 8080 || ports[443] != 8443 {
+		t.Errorf("Service ports %v, want 80→8080 and 443→8443", ports)
+	}
+	for k, v := range svc.Spec.Selector {
+		if o.deployments[0].Spec.Template.Labels[k] != v {
+			t.Errorf("Service selector %s=%s does not match the pod labels", k, v)
+		}
+	}
+}
+
+func TestSignalOverlay(t *testing.T) {
+	o := load(t, filepath.Join("overlays", "signal"))
+	if o.kustomization == nil || len(o.deployments) != 1 {
+		t.Fatal("signal overlay: want a kustomization and one Deployment patch")
+	}
+	pod := o.deployments[0].Spec.Template.Spec
+	if pod.ShareProcessNamespace == nil || !*pod.ShareProcessNamespace {
+		t.Error("the signal variant must share the process namespace")
+	}
+	cs := container(t, pod.InitContainers, "configsync")
+	if !slices.ContainsFunc(cs.Args, func(a string) bool { return strings.HasPrefix(a, "--notify=signal:HUP:process=") }) {
+		t.Errorf("configsync args %q: want signal notification by process name", cs.Args)
+	}
+	base := load(t, "base")
+	if o.deployments[0].Name != base.deployments[0].Name {
+		t.Errorf("patch targets %q, base Deployment is %q", o.deployments[0].Name, base.deployments[0].Name)
+	}
+}
