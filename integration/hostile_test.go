@@ -614,3 +614,89 @@ func TestNeverReadingHTTP2ClientCut(t *testing.T) {
 		t.Error("the whole body was sent without window updates")
 	}
 }
+
+// TestLandlockConfinesFileAccess treats outrider itself as the hostile
+// party: with --landlock, a path outside its storage and certificate
+// directories must be unreadable even when its own configuration leads
+// there. The certificate file is swapped for a symlink to a valid
+// certificate in a directory outside the sandbox; the reload must fail with
+// a permission error and the old certificate stay in service. Without
+// --landlock the same swap succeeds, so the refusal is Landlock's.
+func TestLandlockConfinesFileAccess(t *testing.T) {
+	skipShort(t)
+	serial := func(e *proxyEnv) string {
+		c, err := e.dialTLS("http/1.1")
+		if err != nil {
+			return "dial: " + err.Error()
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	// swapOutside points cert.pem and key.pem at a fresh leaf in a
+	// directory outside the sandbox, then asks for a reload.
+	swapOutside := func(t *testing.T, e *proxyEnv) {
+		outside := t.TempDir()
+		c, k := e.ca.Leaf(t, time.Now().Add(24*time.Hour), "app.example", "localhost", "127.0.0.1")
+		os.WriteFile(outside+"/cert.pem", c, 0o644)
+		os.WriteFile(outside+"/key.pem", k, 0o600)
+		for _, f := range []struct{ link, target string }{{e.keyFile, outside + "/key.pem"}, {e.certFile, outside + "/cert.pem"}} {
+			os.Symlink(f.target, f.link+".tmp")
+			if err := os.Rename(f.link+".tmp", f.link); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.px.signal(syscall.SIGHUP)
+	}
+
+	t.Run("without landlock the swap is served", func(t *testing.T) {
+		e := startProxy(t, "--storage", t.TempDir())
+		before := serial(e)
+		swapOutside(t, e)
+		waitFor(t, 10*time.Second, func() error {
+			if now := serial(e); now == before || strings.HasPrefix(now, "dial") {
+				return fmt.Errorf("still serving %s", now)
+			}
+			return nil
+		})
+	})
+
+	t.Run("with landlock the outside file is refused", func(t *testing.T) {
+		e := startProxy(t, "--storage", t.TempDir(), "--landlock")
+		t.Logf("%s", e.px.waitLog(time.Second, `"msg":"landlock applied"`))
+		before := serial(e)
+		// Inside the sandbox, a reload still works.
+		c, k := e.ca.Leaf(t, time.Now().Add(24*time.Hour), "app.example", "localhost", "127.0.0.1")
+		os.WriteFile(e.keyFile, k, 0o600)
+		os.WriteFile(e.certFile, c, 0o644)
+		e.px.signal(syscall.SIGHUP)
+		var inside string
+		waitFor(t, 10*time.Second, func() error {
+			if inside = serial(e); inside == before || strings.HasPrefix(inside, "dial") {
+				return fmt.Errorf("still serving %s", inside)
+			}
+			return nil
+		})
+		swapOutside(t, e)
+		line := e.px.waitLog(10*time.Second, "certificate reload failed")
+		t.Logf("%s", line)
+		if !strings.Contains(line, "permission denied") {
+			t.Errorf("reload failed, but not for lack of permission: %s", line)
+		}
+		if now := serial(e); now != inside {
+			t.Errorf("serving %s after the refused swap, want %s", now, inside)
+		}
+		if code, _, _ := get(t, e.h2, "https://app.example/"); code != 200 {
+			t.Errorf("requests after the refused swap: %d", code)
+		}
+	})
+
+	t.Run("exec notifiers refused", func(t *testing.T) {
+		p := start(t, procSpec{name: "outrider landlock exec", bin: bins.outrider, noReady: true, exitCode: 2,
+			args: []string{"proxy", "--upstream", "http://127.0.0.1:1", "--landlock", "--configsync-source", "http://127.0.0.1:1/c",
+				"--configsync-dir", t.TempDir(), "--configsync-notify", "exec:/bin/true"}})
+		p.stopped = true
+		if code := p.wait(20 * time.Second); code != 2 || !strings.Contains(p.output(), "--landlock cannot be combined") {
+			t.Errorf("exit %d, output %q; want 2 and a clear refusal", code, p.output())
+		}
+	})
+}

@@ -36,6 +36,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin listener")
 	withTop := fs.Bool("top", false, "serve /top (processes and resources) on the admin listener; see 'outrider top -h'")
 	topTokenFile := fs.String("top-token-file", "", "`file` holding the bearer token every /top request needs (re-read on SIGHUP)")
+	sandbox := fs.Bool("landlock", false, "restrict file access to --storage, the --cert/--key directories and the other paths given (Linux ≥ 5.13, best effort)")
 	topPublic := fs.Bool("top-public", false, "also answer /top on the HTTPS listener instead of passing it to the app (needs --top-token-file)")
 	cf := addCertFlags(fs)
 	csf := addConfigsyncFlags(fs, "configsync-")
@@ -84,6 +85,12 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var mounts map[string]http.Handler
 	if *topPublic && (!*withTop || *topTokenFile == "") {
 		return usageError{errors.New("--top-public needs --top and --top-token-file: /top on the public listener is never served without a token")}
+	}
+	var sandboxed sandboxPaths
+	if *sandbox {
+		if sandboxed, err = proxySandbox(cf, csf, *topTokenFile, *withTop); err != nil {
+			return usageError{err}
+		}
 	}
 	if *withTop {
 		if top, err = newProxyTop(log, reg, *topTokenFile); err != nil {
@@ -153,6 +160,11 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if err := adm.Listen(); err != nil {
 		return err
+	}
+	if *sandbox {
+		if err := restrictFiles(log, sandboxed); err != nil {
+			return err
+		}
 	}
 	log.Info("ready", "https_addr", srv.Addr(), "http_addr", srv.HTTPAddr(), "admin_addr", adm.Addr(), "upstream", *upstream)
 	err = serve(ctx, log, adm, services...)
