@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  pkgs="etcd-server chromium iproute2 curl"
+  # sslscan + openssl: TLS posture scan and chain check; iproute2: the
+  # netns pod test.
+  pkgs="etcd-server chromium iproute2 curl sslscan openssl"
   missing=""
   for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
   if [ -n "$missing" ]; then
@@ -24,5 +26,7 @@ echo "== staticcheck"
 go tool staticcheck ./...
 echo "== unit tests"
 go test -race -short -count=1 ./...
+echo "== fuzz (every target, briefly, on top of its testdata/fuzz corpus)"
+FUZZTIME="${FUZZTIME:-3s}" bash scripts/fuzz.sh
 echo "== integration tests"
 go test -race -count=1 -timeout 20m ./integration/...
