@@ -23,7 +23,7 @@ import (
 // Faults: the app crashes or hangs, the config API misbehaves, the disk is
 // full, outrider itself is killed. Each time outrider must answer sensibly,
 // keep what was good, and recover by itself. The ACME server down during a
-// renewal is TestACMECAOutage* in acme_test.go.
+// renewal is TestACMEServerDownDuringRenewal in acme_test.go.
 
 // codeTally counts status codes (0 = transport error) from a traffic loop.
 type codeTally struct {
