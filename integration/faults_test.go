@@ -329,7 +329,7 @@ func TestFaultConfigAPIMisbehaves(t *testing.T) {
 	api2 := newMisbehavingAPI(t)
 	api2.set("slow-good", "v2", map[string]string{"app.conf": "greeting=two\n"})
 	cs.stop()
-	cs = startOutrider(t, "configsync", "--source", api2.srv.URL+"/config", "--dir", e.dir, "--state-dir", e.state,
+	startOutrider(t, "configsync", "--source", api2.srv.URL+"/config", "--dir", e.dir, "--state-dir", e.state,
 		"--interval", "100ms", "--debounce", "10ms", "--admin-listen", "127.0.0.1:0",
 		"--notify", "http:POST:http://"+e.appAddr+"/-/reload")
 	waitAppSees(t, e.appAddr, "app.conf", "greeting=two\n")

@@ -68,16 +68,6 @@ func rssBytes(t *testing.T, pid int) int64 {
 	return 0
 }
 
-// adminMetric reads one series from an admin listener's /metrics.
-func adminMetric(t *testing.T, admin, series string) float64 {
-	t.Helper()
-	code, body, _ := get(t, plainClient, "http://"+admin+"/metrics")
-	if code != 200 {
-		t.Fatalf("/metrics = %d", code)
-	}
-	return metricValue(body, series)
-}
-
 // latencyStats summarises request latencies.
 type latencyStats struct {
 	mu   sync.Mutex
