@@ -94,6 +94,14 @@ func (b *balancer) track(c net.Conn, add bool) bool {
 	return true
 }
 
+// setAvoid makes the balancer send connections to the replica avoid names
+// last; Pebble may already be connecting, so it takes the lock.
+func (b *balancer) setAvoid(avoid func() string) {
+	b.mu.Lock()
+	b.avoid = avoid
+	b.mu.Unlock()
+}
+
 // order returns the replicas to try for one connection: round robin, with
 // the avoided one last.
 func (b *balancer) order() []string {
@@ -327,7 +335,7 @@ func (rs *replicaSet) ledgerIssued() int {
 // challenges for an order another replica started.
 func TestReplicasShareOneCertificate(t *testing.T) {
 	rs := startReplicaSet(t, func(rs *replicaSet) {
-		rs.bal.avoid = rs.lockHolder // validations go to a replica that did not order
+		rs.bal.setAvoid(rs.lockHolder) // validations go to a replica that did not order
 	})
 	serial := rs.waitSameCertificate(60*time.Second, replicaIPs)
 	if n := rs.peb.Orders(); n != 1 {
