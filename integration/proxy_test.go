@@ -656,6 +656,24 @@ func TestStaticCertReload(t *testing.T) {
 		changed(t, e, before)
 	})
 
+	t.Run("open upgraded connection survives rotation", func(t *testing.T) {
+		e := startProxy(t)
+		c := e.tlsConn(t)
+		fmt.Fprint(c, "GET /upgrade HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+		br := bufio.NewReader(c)
+		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+			t.Fatalf("upgrade: %v", err)
+		}
+		before := c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+		writeLeaf(t, e.ca, filepath.Dir(e.certFile))
+		changed(t, e, before)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "still here\n")
+		if line, err := br.ReadString('\n'); err != nil || line != "still here\n" {
+			t.Errorf("upgraded connection after rotation: %q, %v", line, err)
+		}
+	})
+
 	t.Run("broken replacement keeps the old certificate", func(t *testing.T) {
 		e := startProxy(t)
 		before := serial(e)
