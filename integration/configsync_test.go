@@ -537,3 +537,41 @@ func TestConfigsyncInProxy(t *testing.T) {
 	e.api.publish("v2", map[string]string{"app.conf": "greeting=changed\n"})
 	waitAppSees(t, e.appAddr, "app.conf", "greeting=changed\n")
 }
+
+// A mounted ConfigMap: the kubelet swaps a ..data symlink to a new
+// versioned directory; configsync follows it and notifies by SIGHUP
+// through the app's pidfile.
+func TestConfigsyncFromMountedConfigMap(t *testing.T) {
+	skipShort(t)
+	e := newCSEnv(t)
+	src := filepath.Join(t.TempDir(), "configmap")
+	os.MkdirAll(src, 0o755)
+	version := func(name string, files map[string]string) {
+		v := filepath.Join(src, name)
+		os.Mkdir(v, 0o755)
+		for f, c := range files {
+			os.WriteFile(filepath.Join(v, f), []byte(c), 0o644)
+			os.Symlink(filepath.Join("..data", f), filepath.Join(src, f)) // exists after the first version
+		}
+		os.Symlink(name, filepath.Join(src, "..data_tmp"))
+		os.Rename(filepath.Join(src, "..data_tmp"), filepath.Join(src, "..data"))
+	}
+	version("..2026_11_28_v1", map[string]string{"app.conf": "greeting=one\n"})
+	e.startApp(t, bins.testapp)
+	cs := startOutrider(t, "configsync", "--source", "dir://"+src, "--dir", e.dir, "--state-dir", e.state,
+		"--interval", "10m", "--debounce", "10ms", "--admin-listen", "127.0.0.1:0",
+		"--notify", "signal:HUP:pidfile="+e.pidfile)
+	waitAppSees(t, e.appAddr, "app.conf", "greeting=one\n")
+	// The swap must be noticed by its file events: the rescan is 10 min away.
+	version("..2026_11_28_v2", map[string]string{"app.conf": "greeting=two\n"})
+	waitAppSees(t, e.appAddr, "app.conf", "greeting=two\n")
+	st := waitStatus(t, cs.addr("admin_addr"), func(st csStatus) error {
+		if st.LastResult != "applied" {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+	if st.Rollbacks != 0 {
+		t.Errorf("status %+v", st)
+	}
+}
