@@ -55,7 +55,9 @@ func rewriteURL(v, publicHost, upstreamHost string) (string, bool) {
 
 // rewriteRefresh handles "5; url=http://…".
 func rewriteRefresh(v, publicHost, upstreamHost string) (string, bool) {
-	i := strings.Index(strings.ToLower(v), "url=")
+	// Not strings.ToLower: it can change the length of invalid UTF-8, and
+	// the index must fit v.
+	i := indexFold(v, "url=")
 	if i < 0 {
 		return "", false
 	}
@@ -65,6 +67,16 @@ func rewriteRefresh(v, publicHost, upstreamHost string) (string, bool) {
 		return "", false
 	}
 	return v[:i+4] + nu, true
+}
+
+// indexFold is strings.Index ignoring ASCII case.
+func indexFold(s, substr string) int {
+	for i := 0; i+len(substr) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(substr)], substr) {
+			return i
+		}
+	}
+	return -1
 }
 
 // rewriteDestination turns an inbound WebDAV Destination of

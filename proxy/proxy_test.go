@@ -138,6 +138,9 @@ func TestRewriteResponse(t *testing.T) {
 			http.Header{"Refresh": {"0; URL=https://app.example/x"}}},
 		{"cookies", http.Header{"Set-Cookie": {"a=1; Path=/", "b=2; secure", "c=secure; HttpOnly"}}, AllRewrites,
 			http.Header{"Set-Cookie": {"a=1; Path=/; Secure", "b=2; secure", "c=secure; HttpOnly; Secure"}}},
+		// Issue found by FuzzLegacyRewrites: invalid UTF-8 before url= panicked.
+		{"refresh with invalid UTF-8", http.Header{"Refresh": {"\x85url=http://app.example/"}}, AllRewrites,
+			http.Header{"Refresh": {"\x85url=https://app.example/"}}},
 		{"off", http.Header{"Location": {"http://app.example/"}, "Set-Cookie": {"a=1"}}, Rewrites{},
 			http.Header{"Location": {"http://app.example/"}, "Set-Cookie": {"a=1"}}},
 	}
