@@ -108,10 +108,7 @@ func runConfigsync(ctx context.Context, args []string, stdout, stderr io.Writer)
 	once := fs.Bool("once", false, "fetch and apply once, then exit (init containers); non-zero exit when the source is unreachable")
 	dryRun := fs.Bool("dry-run", false, "fetch once and print a unified diff of what would change (secret-looking values redacted); change nothing")
 	lf := addLogFlags(fs)
-	if err := parseFlags(fs, args, stdout); err != nil {
-		return err
-	}
-	log, err := lf.logger(stderr)
+	log, err := lf.parse(fs, args, stdout, stderr)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,15 @@ func addLogFlags(fs *flagSet) *logFlags {
 	}
 }
 
+// parse parses a long-running subcommand's flags, then builds its logger
+// from the logging flags among them.
+func (lf *logFlags) parse(fs *flagSet, args []string, stdout, stderr io.Writer) (*slog.Logger, error) {
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return nil, err
+	}
+	return lf.logger(stderr)
+}
+
 // logger builds the one slog handler of the process. Logs go to stderr;
 // stdout carries only requested output.
 func (lf *logFlags) logger(stderr io.Writer) (*slog.Logger, error) {

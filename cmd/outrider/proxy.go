@@ -41,10 +41,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cf := addCertFlags(fs)
 	csf := addConfigsyncFlags(fs, "configsync-")
 	lf := addLogFlags(fs)
-	if err := parseFlags(fs, args, stdout); err != nil {
-		return err
-	}
-	log, err := lf.logger(stderr)
+	log, err := lf.parse(fs, args, stdout, stderr)
 	if err != nil {
 		return err
 	}

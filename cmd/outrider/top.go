@@ -22,10 +22,7 @@ func runTop(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	tf := addTopFlags(fs, "")
 	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the listener")
 	lf := addLogFlags(fs)
-	if err := parseFlags(fs, args, stdout); err != nil {
-		return err
-	}
-	log, err := lf.logger(stderr)
+	log, err := lf.parse(fs, args, stdout, stderr)
 	if err != nil {
 		return err
 	}
