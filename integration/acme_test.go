@@ -79,8 +79,14 @@ func (e *acmeEnv) admin(path string) (int, string) {
 // served does a TLS handshake for test.example and returns the leaf,
 // verified against Pebble's issuing root.
 func (e *acmeEnv) served() (*x509.Certificate, error) {
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", e.px.addr("https_addr"),
-		&tls.Config{ServerName: acmeName, InsecureSkipVerify: true})
+	return servedChain(e.px.addr("https_addr"), acmeName, e.peb.Roots())
+}
+
+// servedChain fetches the certificate addr serves for name and verifies its
+// chain against roots. On a verification failure it returns the leaf too.
+func servedChain(addr, name string, roots *x509.CertPool) (*x509.Certificate, error) {
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
+		&tls.Config{ServerName: name, InsecureSkipVerify: true})
 	if err != nil {
 		return nil, err
 	}
@@ -90,8 +96,8 @@ func (e *acmeEnv) served() (*x509.Certificate, error) {
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
-	if _, err := chain[0].Verify(x509.VerifyOptions{DNSName: acmeName, Roots: e.peb.Roots(), Intermediates: inter}); err != nil {
-		return chain[0], fmt.Errorf("served certificate does not chain to Pebble's root: %w", err)
+	if _, err := chain[0].Verify(x509.VerifyOptions{DNSName: name, Roots: roots, Intermediates: inter}); err != nil {
+		return chain[0], fmt.Errorf("%s serves a certificate that does not chain to the CA's root: %w", addr, err)
 	}
 	return chain[0], nil
 }

@@ -168,13 +168,10 @@ func TestHTTP2RapidReset(t *testing.T) {
 	sent := 0
 	var werr error
 	for i := range n {
-		hb.Reset()
-		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "app.example"}, {":path", "/rr/" + strconv.Itoa(i)}} {
-			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
+		block := getHeaders(enc, &hb, "/rr/"+strconv.Itoa(i))
 		id := uint32(2*i + 1)
 		wmu.Lock()
-		werr = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true})
+		werr = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndStream: true, EndHeaders: true})
 		if werr == nil {
 			werr = fr.WriteRSTStream(id, http2.ErrCodeCancel)
 		}

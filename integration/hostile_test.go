@@ -363,11 +363,8 @@ func TestHeaderFloodRefused(t *testing.T) {
 		c.SetDeadline(time.Now().Add(30 * time.Second))
 		fr := startH2(t, c)
 		var hb bytes.Buffer
-		enc := hpack.NewEncoder(&hb)
-		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "app.example"}, {":path", "/"}} {
-			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-		}
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true}); err != nil {
+		block := getHeaders(hpack.NewEncoder(&hb), &hb, "/")
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndStream: true}); err != nil {
 			t.Fatal(err)
 		}
 		done := make(chan string, 1)
@@ -421,6 +418,16 @@ func startH2(t *testing.T, c *tls.Conn, settings ...http2.Setting) *http2.Framer
 		t.Fatal(err)
 	}
 	return fr
+}
+
+// getHeaders encodes the header block of a GET for path on app.example.
+// enc and hb may be reused across calls.
+func getHeaders(enc *hpack.Encoder, hb *bytes.Buffer, path string) []byte {
+	hb.Reset()
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "app.example"}, {":path", path}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	return hb.Bytes()
 }
 
 // readUntilClosed reads frames until a GOAWAY or the end of the connection,
@@ -566,12 +573,9 @@ func TestNeverReadingHTTP2ClientCut(t *testing.T) {
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	fr := startH2(t, c)
 	var hb bytes.Buffer
-	enc := hpack.NewEncoder(&hb)
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "app.example"}, {":path", "/big?size=268435456"}} {
-		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
+	block := getHeaders(hpack.NewEncoder(&hb), &hb, "/big?size=268435456")
 	start := time.Now()
-	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndStream: true, EndHeaders: true}); err != nil {
 		t.Fatal(err)
 	}
 	var data int
