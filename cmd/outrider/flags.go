@@ -85,6 +85,14 @@ func (fs *flagSet) usage(w io.Writer) {
 	sort.Slice(flags, func(i, j int) bool { return flags[i].Name < flags[j].Name })
 	for _, f := range flags {
 		name, usage := flag.UnquoteUsage(f)
+		if name == "value" { // our own Value types: say what they take
+			switch f.Value.(type) {
+			case *nonNegDuration:
+				name = "duration"
+			case *listFlag:
+				name = "string"
+			}
+		}
 		line := "  --" + f.Name
 		if name != "" {
 			line += " " + name
