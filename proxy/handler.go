@@ -212,10 +212,10 @@ func (h *handler) finish(rw *respWriter, r *http.Request, start time.Time) {
 		upstream = rw.headerAt.Sub(start).Seconds()
 		h.metrics.upstreamDuration.Observe(upstream)
 	}
-	if !h.cfg.AccessLog {
+	if h.cfg.AccessLog == nil {
 		return
 	}
-	h.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+	h.cfg.AccessLog.LogAttrs(r.Context(), slog.LevelInfo, "request",
 		slog.String("method", r.Method),
 		slog.String("host", r.Host),
 		slog.String("path", r.URL.Path),

@@ -50,7 +50,7 @@ func benchServer(b *testing.B, upstream string) *Server {
 		Upstream:       upstream,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil },
 		Rewrites:       AllRewrites,
-		AccessLog:      true,
+		AccessLog:      slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Logger:         slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Registerer:     prometheus.NewRegistry(),
 	})
@@ -184,9 +184,13 @@ func BenchmarkFinish(b *testing.B) {
 	h := s.handler
 	r := httptest.NewRequest("GET", "https://app.example/some/path", nil)
 	r.RemoteAddr = "192.0.2.7:40000"
-	for _, log := range []bool{true, false} {
-		b.Run("access_log="+strconv.FormatBool(log), func(b *testing.B) {
-			h.cfg.AccessLog = log
+	accessLog := h.cfg.AccessLog
+	for _, on := range []bool{true, false} {
+		b.Run("access_log="+strconv.FormatBool(on), func(b *testing.B) {
+			h.cfg.AccessLog = nil
+			if on {
+				h.cfg.AccessLog = accessLog
+			}
 			rw := &respWriter{status: 200, bytes: 1024}
 			b.ReportAllocs()
 			for b.Loop() {

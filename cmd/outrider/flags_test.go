@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,5 +113,57 @@ func TestRunExitCodes(t *testing.T) {
 				t.Errorf("run(%q) = %d, output %q; want %d containing %q", tt.args, code, out.String(), tt.wantCode, tt.wantOut)
 			}
 		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the lineBuffer's timer goroutine.
+type syncBuffer struct {
+	mu     sync.Mutex
+	b      bytes.Buffer
+	writes int
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writes++
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) snapshot() (string, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String(), s.writes
+}
+
+func TestLineBufferBatchesWholeLines(t *testing.T) {
+	out := &syncBuffer{}
+	b := &lineBuffer{w: out, flushEvery: time.Hour, maxBytes: 64}
+	for i := range 10 {
+		fmt.Fprintf(b, "line %02d of the access log\n", i) // 27 bytes each
+	}
+	got, writes := out.snapshot()
+	// Two lines fit in 64 bytes: every third line flushes the two before it.
+	if writes != 4 || strings.Count(got, "\n") != 8 {
+		t.Errorf("after 10 lines: %d writes, %d lines out; want 4 writes of 2 whole lines", writes, strings.Count(got, "\n"))
+	}
+	b.Flush()
+	if got, _ = out.snapshot(); strings.Count(got, "\n") != 10 || !strings.HasSuffix(got, "line 09 of the access log\n") {
+		t.Errorf("after Flush: %q", got)
+	}
+
+	// The timer flushes a quiet buffer by itself.
+	out = &syncBuffer{}
+	b = &lineBuffer{w: out, flushEvery: 10 * time.Millisecond, maxBytes: 1 << 10}
+	io.WriteString(b, "one\n")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if got, _ := out.snapshot(); got == "one\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a pending line was never flushed by the timer")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

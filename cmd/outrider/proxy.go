@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -97,6 +98,15 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			mounts = map[string]http.Handler{"/top": top.handler}
 		}
 	}
+	var accessLogger *slog.Logger
+	if *accessLog {
+		buf := newLineBuffer(stderr)
+		defer buf.Flush()
+		if accessLogger, err = lf.logger(buf); err != nil {
+			return err
+		}
+		accessLogger = accessLogger.With("component", "proxy")
+	}
 	srv, err := proxy.New(proxy.Config{
 		Listen:              *listen,
 		HTTPListen:          *httpListen,
@@ -115,7 +125,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		HSTS:                time.Duration(*hsts) * time.Second,
 		Rewrites:            rw,
 		Mounts:              mounts,
-		AccessLog:           *accessLog,
+		AccessLog:           accessLogger,
 		Logger:              log.With("component", "proxy"),
 		Registerer:          reg,
 	})
