@@ -44,14 +44,14 @@ func TestValidate(t *testing.T) {
 
 func TestOpenStorage(t *testing.T) {
 	for _, loc := range []string{"", "etcd://127.0.0.1:2379", "s3://bucket"} {
-		if _, err := openStorage(loc); err == nil {
+		if _, err := openStorage(loc, EtcdConfig{}); err == nil {
 			t.Errorf("openStorage(%q) succeeded, want an error", loc)
 		}
 	}
-	if _, err := openStorage("s3://bucket"); !errors.Is(err, ErrStorageUnsupported) {
+	if _, err := openStorage("s3://bucket", EtcdConfig{}); !errors.Is(err, ErrStorageUnsupported) {
 		t.Errorf("openStorage(s3) = %v, want ErrStorageUnsupported", err)
 	}
-	if _, err := openStorage("etcd://h:2379/p"); err != nil {
+	if _, err := openStorage("etcd://h:2379/p", EtcdConfig{}); err != nil {
 		t.Errorf("openStorage(etcd) = %v, want the etcd storage (it connects on first use)", err)
 	}
 }
@@ -89,7 +89,7 @@ func TestInternalCAIssuesAndRenews(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rootPEM, err := InternalRootPEM(t.Context(), dir)
+	rootPEM, err := InternalRootPEM(t.Context(), dir, EtcdConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestInternalCAIssuesAndRenews(t *testing.T) {
 	if _, err := New(Config{Storage: dir, Internal: true}); err != nil {
 		t.Fatal(err)
 	}
-	again, _ := InternalRootPEM(t.Context(), dir)
+	again, _ := InternalRootPEM(t.Context(), dir, EtcdConfig{})
 	if !bytes.Equal(again, rootPEM) {
 		t.Error("root changed on a second start")
 	}
@@ -162,7 +162,7 @@ func TestInternalCADomainsOnly(t *testing.T) {
 }
 
 func TestInternalRootPEMMissing(t *testing.T) {
-	if _, err := InternalRootPEM(t.Context(), t.TempDir()); !errors.Is(err, ErrNoInternalCA) {
+	if _, err := InternalRootPEM(t.Context(), t.TempDir(), EtcdConfig{}); !errors.Is(err, ErrNoInternalCA) {
 		t.Errorf("InternalRootPEM(empty) = %v, want ErrNoInternalCA", err)
 	}
 }

@@ -49,10 +49,11 @@ type authority struct {
 }
 
 // InternalRootPEM returns the internal CA's root certificate (PEM) kept in
-// the storage location, for users to trust. It returns [ErrNoInternalCA]
+// the storage location, for users to trust; etcd configures the client of an
+// etcd:// location. It returns [ErrNoInternalCA]
 // when the CA was never created there (outrider proxy creates it).
-func InternalRootPEM(ctx context.Context, storage string) ([]byte, error) {
-	st, err := openStorage(storage)
+func InternalRootPEM(ctx context.Context, storage string, etcd EtcdConfig) ([]byte, error) {
+	st, err := openStorage(storage, etcd)
 	if err != nil {
 		return nil, err
 	}

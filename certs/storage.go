@@ -18,12 +18,12 @@ import (
 // (etcdstorage.go), configured by the optional EtcdConfig. A directory path
 // gives certmagic's FileStorage, which writes files 0600 in directories 0700
 // and locks with lock files.
-func openStorage(location string, etcd ...EtcdConfig) (certmagic.Storage, error) {
+func openStorage(location string, etcd EtcdConfig) (certmagic.Storage, error) {
 	switch {
 	case location == "":
 		return nil, errors.New("no --storage given: ACME and the internal CA keep keys and certificates there")
 	case strings.HasPrefix(location, "etcd://"):
-		return openEtcdStorage(location, append(etcd, EtcdConfig{})[0]) // shared by replicas; see etcdstorage.go
+		return openEtcdStorage(location, etcd) // shared by replicas; see etcdstorage.go
 	case strings.Contains(location, "://"):
 		return nil, fmt.Errorf("storage %q: %w", location, ErrStorageUnsupported)
 	}

@@ -22,11 +22,12 @@ func runCA(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	}
 	fs := newFlagSet("outrider ca root", "Print the internal CA's root certificate (PEM) kept in --storage,\n"+
 		"for users and clients to trust (outrider proxy --tls-internal creates it).")
-	storage := fs.String("storage", defaultStorage(), "`dir` where outrider proxy keeps the internal CA")
+	storage := fs.String("storage", defaultStorage(), "`dir` or etcd://host:2379/prefix where outrider proxy keeps the internal CA")
+	etcd := addEtcdFlags(fs)
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	pem, err := certs.InternalRootPEM(ctx, *storage)
+	pem, err := certs.InternalRootPEM(ctx, *storage, certs.EtcdConfig{Client: etcd()})
 	if err != nil {
 		return err
 	}

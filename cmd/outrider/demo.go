@@ -83,7 +83,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return
 		}
 		// The proxy created the internal CA at start: hand out its root.
-		rootPEM, err := certs.InternalRootPEM(ctx, storage)
+		rootPEM, err := certs.InternalRootPEM(ctx, storage, certs.EtcdConfig{})
 		if err == nil {
 			err = os.WriteFile(filepath.Join(dir, "root.pem"), rootPEM, 0o644)
 		}
