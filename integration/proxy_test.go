@@ -148,42 +148,40 @@ func TestForwardingHeaders(t *testing.T) {
 		"X-Forwarded-For", "6.6.6.6", "X-Forwarded-Host", "evil.example", "X-Forwarded-Proto", "http",
 		"Forwarded", "for=6.6.6.6;proto=http", "Connection", "X-Hop", "X-Hop", "secret", "Upgrade", "h2c",
 	}
-	t.Run("untrusted client headers replaced", func(t *testing.T) {
-		e := startProxy(t)
-		var got echo
-		getJSON(t, e.h1, "https://app.example/echo", &got, spoof...)
-		want := map[string]string{
+	tests := []struct {
+		name  string
+		flags []string
+		want  map[string]string
+	}{
+		{"untrusted client headers replaced", nil, map[string]string{
 			"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Host": "app.example", "X-Forwarded-Proto": "https",
 			"Forwarded": "for=127.0.0.1;host=app.example;proto=https",
-		}
-		for k, v := range want {
-			if g := strings.Join(got.Header[k], ","); g != v {
-				t.Errorf("app saw %s = %q, want %q", k, g, v)
-			}
-		}
-		for _, k := range []string{"X-Hop", "Upgrade"} {
-			if v, ok := got.Header[k]; ok {
-				t.Errorf("hop-by-hop header %s = %q reached the app", k, v)
-			}
-		}
-		if got.Host != "app.example" {
-			t.Errorf("app saw Host %q, want app.example", got.Host)
-		}
-	})
-	t.Run("trusted proxy headers extended", func(t *testing.T) {
-		e := startProxy(t, "--trusted-proxies", "127.0.0.0/8")
-		var got echo
-		getJSON(t, e.h1, "https://app.example/echo", &got, spoof...)
-		want := map[string]string{
+		}},
+		{"trusted proxy headers extended", []string{"--trusted-proxies", "127.0.0.0/8"}, map[string]string{
 			"X-Forwarded-For": "6.6.6.6, 127.0.0.1", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http",
 			"Forwarded": "for=6.6.6.6;proto=http, for=127.0.0.1;host=app.example;proto=https",
-		}
-		for k, v := range want {
-			if g := strings.Join(got.Header[k], ","); g != v {
-				t.Errorf("app saw %s = %q, want %q", k, g, v)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := startProxy(t, tt.flags...)
+			var got echo
+			getJSON(t, e.h1, "https://app.example/echo", &got, spoof...)
+			for k, v := range tt.want {
+				if g := strings.Join(got.Header[k], ","); g != v {
+					t.Errorf("app saw %s = %q, want %q", k, g, v)
+				}
 			}
-		}
-	})
+			for _, k := range []string{"X-Hop", "Upgrade"} {
+				if v, ok := got.Header[k]; ok {
+					t.Errorf("hop-by-hop header %s = %q reached the app", k, v)
+				}
+			}
+			if got.Host != "app.example" {
+				t.Errorf("app saw Host %q, want app.example", got.Host)
+			}
+		})
+	}
 }
 
 func TestMisdirectedHost(t *testing.T) {
