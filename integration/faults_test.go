@@ -79,21 +79,6 @@ func traffic(t *testing.T, client *http.Client, url string) (tally *codeTally, s
 	return tally, stop
 }
 
-func waitStatusCode(t *testing.T, c *http.Client, url string, want int) {
-	t.Helper()
-	waitFor(t, 15*time.Second, func() error {
-		resp, err := c.Get(url)
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			return fmt.Errorf("status %d, want %d", resp.StatusCode, want)
-		}
-		return nil
-	})
-}
 
 // TestFaultAppCrashUnderTraffic SIGKILLs the app while requests flow (one
 // of them in flight at the app): clients get 502s, never a hang or a

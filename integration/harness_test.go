@@ -336,6 +336,23 @@ func waitFor(t *testing.T, timeout time.Duration, f func() error) {
 	}
 }
 
+// waitStatusCode waits until GET url with c answers want.
+func waitStatusCode(t *testing.T, c *http.Client, url string, want int) {
+	t.Helper()
+	waitFor(t, 15*time.Second, func() error {
+		resp, err := c.Get(url)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			return fmt.Errorf("status %d, want %d", resp.StatusCode, want)
+		}
+		return nil
+	})
+}
+
 // clientFor returns an HTTPS client that dials addr whatever the URL's
 // host, trusts roots, and negotiates HTTP/2 when h2 is true.
 func clientFor(addr string, roots *x509.CertPool, h2 bool) *http.Client {

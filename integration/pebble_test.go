@@ -152,17 +152,7 @@ func startPebble(t *testing.T, opts pebbleOpts) *pebble {
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
 	defer c.CloseIdleConnections()
-	waitFor(t, 15*time.Second, func() error {
-		resp, err := c.Get(p.DirectoryURL)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("GET /dir: %s", resp.Status)
-		}
-		return nil
-	})
+	waitStatusCode(t, c, p.DirectoryURL, http.StatusOK)
 	resp, err := c.Get("https://" + mgmt + "/roots/0")
 	if err != nil {
 		t.Fatalf("fetching Pebble root: %v", err)

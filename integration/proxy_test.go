@@ -476,17 +476,7 @@ func TestUpstreamFailures(t *testing.T) {
 		// Restart the app on the same address; outrider recovers by itself.
 		addr := e.app.addr("addr")
 		start(t, procSpec{name: "testapp2", bin: bins.testapp, args: []string{"--listen", addr}})
-		waitFor(t, 10*time.Second, func() error {
-			resp, err := e.h2.Get("https://app.example/")
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				return fmt.Errorf("status %d", resp.StatusCode)
-			}
-			return nil
-		})
+		waitStatusCode(t, e.h2, "https://app.example/", http.StatusOK)
 	})
 }
 
