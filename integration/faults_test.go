@@ -79,7 +79,6 @@ func traffic(t *testing.T, client *http.Client, url string) (tally *codeTally, s
 	return tally, stop
 }
 
-
 // TestFaultAppCrashUnderTraffic SIGKILLs the app while requests flow (one
 // of them in flight at the app): clients get 502s, never a hang or a
 // half-response passed off as success, and once the app is back on its
