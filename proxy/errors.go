@@ -14,7 +14,7 @@ const (
 	reasonTimeout       = "timeout"        // no response headers in time: 504
 	reasonCanceled      = "canceled"       // the client went away: 499, nothing sent
 	reasonClientTimeout = "client_timeout" // the client stalled sending its body: 408
-	reasonClientBody    = "client_body"    // the client's body was malformed: 400
+	reasonClientBody    = "client_body"    // the client's body was malformed (400) or too large (413)
 	reasonProtocol      = "protocol"       // anything else from the app: 502
 )
 
@@ -28,7 +28,10 @@ const statusClientClosed = 499
 func classify(err error, r *http.Request, body *idleBody) (int, string) {
 	var opErr *net.OpError
 	var netErr net.Error
+	var tooBig *http.MaxBytesError
 	switch {
+	case body != nil && errors.As(body.err, &tooBig):
+		return http.StatusRequestEntityTooLarge, reasonClientBody // a chunked body grew past MaxBodyBytes
 	case body != nil && body.timedOut():
 		return http.StatusRequestTimeout, reasonClientTimeout
 	case body != nil && body.err != nil && r.Context().Err() == nil:

@@ -9,18 +9,9 @@ import (
 // setForwarded sets X-Forwarded-For, -Proto, -Host and Forwarded (RFC 7239)
 // on out. ReverseProxy has already removed whatever the client sent on out;
 // in is consulted only when the peer is a trusted proxy, whose headers are
-// kept and extended.
+// kept and extended. The four values share one backing array.
 func setForwarded(out, in http.Header, client netip.Addr, host string, trusted bool) {
-	setForwardedIP(out, in, client, "", host, trusted)
-}
-
-// setForwardedIP is setForwarded with the client address already printed,
-// when the caller has it (ip may be "": it is then printed here). The four
-// header values share one backing array: one allocation instead of four.
-func setForwardedIP(out, in http.Header, client netip.Addr, ip, host string, trusted bool) {
-	if ip == "" {
-		ip = client.Unmap().String()
-	}
+	ip := client.Unmap().String()
 	v := make([]string, 4)
 	v[0], v[1], v[2], v[3] = ip, "https", host, forwardedElement(client, ip, host)
 	if trusted {

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log"
 	"log/slog"
@@ -134,12 +133,7 @@ func (h *handler) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Header.Del("Connection")
 	}
 	client, _ := netip.ParseAddrPort(pr.In.RemoteAddr)
-	ip := ""
-	if client.Addr().Is4() {
-		// RemoteAddr is "a.b.c.d:port" as netip prints it: reuse its bytes.
-		ip = pr.In.RemoteAddr[:strings.LastIndexByte(pr.In.RemoteAddr, ':')]
-	}
-	setForwardedIP(pr.Out.Header, pr.In.Header, client.Addr(), ip, pr.In.Host, trusted(h.cfg.TrustedProxies, client.Addr()))
+	setForwarded(pr.Out.Header, pr.In.Header, client.Addr(), pr.In.Host, trusted(h.cfg.TrustedProxies, client.Addr()))
 	if h.cfg.Rewrites.Destination {
 		rewriteDestination(pr.Out.Header, pr.In.Host)
 	}
@@ -162,10 +156,6 @@ func (h *handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 		body = rw.body
 	}
 	code, reason := classify(err, r, body)
-	var tooBig *http.MaxBytesError
-	if body != nil && errors.As(body.err, &tooBig) {
-		code = http.StatusRequestEntityTooLarge // a chunked body grew past MaxBodyBytes
-	}
 	if rw != nil {
 		rw.upstreamErr = reason
 	}

@@ -223,6 +223,7 @@ func TestClassify(t *testing.T) {
 		{"client gone", context.Canceled, gone, nil, statusClientClosed, reasonCanceled},
 		{"client stalled body", errors.New("x"), live, &idleBody{err: os.ErrDeadlineExceeded}, 408, reasonClientTimeout},
 		{"malformed body", errors.New("x"), live, &idleBody{err: errors.New("invalid byte in chunk length")}, 400, reasonClientBody},
+		{"body over the limit", errors.New("x"), live, &idleBody{err: &http.MaxBytesError{Limit: 10}}, 413, reasonClientBody},
 		{"other", errors.New("malformed HTTP response"), live, nil, 502, reasonProtocol},
 	}
 	for _, tt := range tests {
