@@ -46,7 +46,6 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	setMemoryLimit(log)
 	if *hsts < 0 {
 		return usageError{fmt.Errorf("invalid value %d for flag --hsts: must not be negative", *hsts)}
 	}

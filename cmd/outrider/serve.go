@@ -46,8 +46,9 @@ type service struct {
 // serve runs services and the admin server until ctx is done or one of them
 // fails. On shutdown it first marks /readyz not ready, then stops the
 // services, and stops the admin server last so probes can watch the drain.
-// SIGHUP calls every reload.
+// SIGHUP calls every reload. GOMEMLIMIT follows the cgroup's memory limit.
 func serve(ctx context.Context, log *slog.Logger, adm *admin.Server, services ...service) error {
+	setMemoryLimit(log) // every long-running sidecar process, not only the proxy
 	g, gctx := errgroup.WithContext(ctx)
 	svcCtx, stopServices := context.WithCancel(context.WithoutCancel(ctx))
 	admCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
