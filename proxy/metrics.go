@@ -15,6 +15,8 @@ type metrics struct {
 	upstreamErrors   *prometheus.CounterVec
 	openConns        prometheus.Gauge
 	handshakes       *prometheus.CounterVec
+	handshakeOK      prometheus.Counter // handshakes{result="success"}, looked up once
+	handshakeErr     prometheus.Counter
 	resetCloses      prometheus.Counter
 
 	// requestCounters caches requests' children for the common code and
@@ -57,6 +59,10 @@ func (m *metrics) request(code int, method string) prometheus.Counter {
 	return c
 }
 
+// latencyBuckets span a fast local app (1 ms) to --upstream-timeout's
+// default (60 s).
+var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+
 func newMetrics(reg prometheus.Registerer) *metrics {
 	const ns, sub = "outrider", "proxy"
 	m := &metrics{
@@ -67,12 +73,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "request_duration_seconds",
 			Help:    "Time from a request's headers to the end of its response, in seconds.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+			Buckets: latencyBuckets,
 		}),
 		upstreamDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "upstream_duration_seconds",
 			Help:    "Time until the upstream's response headers arrived, in seconds.",
-			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+			Buckets: latencyBuckets,
 		}),
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "upstream_errors_total",
@@ -94,8 +100,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{reasonDial, reasonTimeout, reasonCanceled, reasonClientTimeout, reasonClientBody, reasonProtocol} {
 		m.upstreamErrors.WithLabelValues(r)
 	}
-	m.handshakes.WithLabelValues("success")
-	m.handshakes.WithLabelValues("error")
+	m.handshakeOK = m.handshakes.WithLabelValues("success")
+	m.handshakeErr = m.handshakes.WithLabelValues("error")
 	if reg != nil {
 		reg.MustRegister(m.requests, m.duration, m.upstreamDuration, m.upstreamErrors, m.openConns, m.handshakes, m.resetCloses)
 	}

@@ -94,7 +94,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	errorLog := log.New(&serverErrorLog{log: s.cfg.Logger, metrics: s.metrics}, "", 0)
 	tlsCfg := tlsConfig(s.cfg.GetCertificate, s.cfg.NextProtos, func(tls.ConnectionState) {
-		s.metrics.handshakes.WithLabelValues("success").Inc()
+		s.metrics.handshakeOK.Inc()
 	})
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
@@ -206,7 +206,7 @@ type serverErrorLog struct {
 func (l *serverErrorLog) Write(p []byte) (int, error) {
 	msg := string(bytes.TrimSpace(p))
 	if bytes.Contains(p, []byte("TLS handshake error")) {
-		l.metrics.handshakes.WithLabelValues("error").Inc()
+		l.metrics.handshakeErr.Inc()
 		l.log.Debug("tls handshake failed", "err", msg)
 		return len(p), nil
 	}
