@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -57,34 +56,28 @@ type Status struct {
 	DriftDetected   int        `json:"drift_detected"`
 }
 
-// New checks cfg and returns a Syncer. It touches no files and contacts no
-// source; Run, RunOnce and DryRun do.
-func New(cfg Config) (*Syncer, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	src, err := OpenSource(cfg.Source, SourceOptions{
-		File: cfg.File, TokenFile: cfg.TokenFile, Interval: cfg.Interval,
-		HTTPClient: cfg.HTTPClient, Logger: cfg.Logger, Etcd: cfg.Etcd,
-	})
-	if err != nil {
-		return nil, err
-	}
-	return newWithSource(cfg, src)
-}
+// New checks cfg and returns a Syncer reading cfg.Source. It touches no
+// files and contacts no source; Run, RunOnce and DryRun do.
+func New(cfg Config) (*Syncer, error) { return NewWithSource(cfg, nil) }
 
 // NewWithSource is New with a Source made by the caller (tests, or a
-// source this package does not build in).
+// source this package does not build in). If src is nil, it is opened from
+// cfg.Source.
 func NewWithSource(cfg Config, src Source) (*Syncer, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return newWithSource(cfg, src)
-}
-
-func newWithSource(cfg Config, src Source) (*Syncer, error) {
+	if src == nil {
+		var err error
+		src, err = OpenSource(cfg.Source, SourceOptions{
+			File: cfg.File, TokenFile: cfg.TokenFile, Interval: cfg.Interval,
+			HTTPClient: cfg.HTTPClient, Logger: cfg.Logger, Etcd: cfg.Etcd,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	s := &Syncer{
 		cfg:      cfg,
 		log:      cfg.Logger,
@@ -472,57 +465,6 @@ func (s *Syncer) notifyAll(ctx context.Context) error {
 	return first
 }
 
-// waitHealthy polls HealthURL until it answers 2xx twice in a row (so a
-// reload still in flight is not mistaken for success) or HealthTimeout ends.
-func (s *Syncer) waitHealthy(ctx context.Context) error {
-	if s.cfg.HealthURL == "" {
-		return nil
-	}
-	start := time.Now()
-	hctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout)
-	defer cancel()
-	var last error
-	ok := 0
-	for {
-		err := s.checkHealth(hctx)
-		if err == nil {
-			if ok++; ok >= 2 {
-				s.m.stage("health", start, nil)
-				return nil
-			}
-		} else {
-			ok, last = 0, err
-		}
-		if !sleep(hctx, 200*time.Millisecond) {
-			if last == nil {
-				last = errors.New("no second 2xx answer")
-			}
-			err := fmt.Errorf("%w: %s: %v (waited %v)", ErrUnhealthy, s.cfg.HealthURL, last, s.cfg.HealthTimeout)
-			s.m.stage("health", start, err)
-			return err
-		}
-	}
-}
-
-func (s *Syncer) checkHealth(ctx context.Context) error {
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, s.cfg.HealthURL, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := s.cfg.HTTPClient.Do(req)
-	if err != nil {
-		return err
-	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("HTTP %d", resp.StatusCode)
-	}
-	return nil
-}
-
 // restore runs first: it removes what an interrupted run left, then makes
 // the last good version from StateDir live if Dir does not already hold it.
 // Without saved state, a version already live in Dir is adopted.
@@ -562,63 +504,6 @@ func (s *Syncer) restore(ctx context.Context) error {
 		s.log.Info("adopted the version found in dir", "version", live.DisplayVersion())
 	}
 	return nil
-}
-
-// checkDrift re-hashes Dir and, when it no longer matches the applied
-// version, reports it and, with DriftRestore, puts the version back.
-func (s *Syncer) checkDrift(ctx context.Context) {
-	if s.applied == nil {
-		return
-	}
-	live, linksOK, err := s.lay.read()
-	if err == nil && live != nil && linksOK && live.Hash() == s.applied.Hash() {
-		return
-	}
-	changed := driftedNames(live, s.applied)
-	s.mu.Lock()
-	s.st.DriftDetected++
-	s.mu.Unlock()
-	if s.cfg.OnDrift == DriftReport {
-		s.m.drift.WithLabelValues("reported").Inc()
-		s.log.Warn("drift: files in dir differ from the applied version", "files", changed, "version", s.applied.DisplayVersion())
-		return
-	}
-	s.m.drift.WithLabelValues("restored").Inc()
-	s.log.Warn("drift: restoring the applied version", "files", changed, "version", s.applied.DisplayVersion())
-	if err := s.put(ctx, s.applied); err != nil {
-		s.log.Error("drift: restoring failed", "err", err)
-		return
-	}
-	if err := s.notifyAll(ctx); err != nil {
-		s.log.Warn("drift: notifying the app", "err", err)
-	}
-}
-
-// driftedNames lists the names (never contents) that differ.
-func driftedNames(live, want *Snapshot) []string {
-	var out []string
-	for _, n := range want.names() {
-		var lf File
-		ok := false
-		if live != nil {
-			lf, ok = live.Files[n]
-		}
-		wf := want.Files[n]
-		if !ok || lf.Mode != wf.Mode || string(lf.Data) != string(wf.Data) {
-			out = append(out, n)
-		}
-	}
-	if live != nil {
-		for _, n := range live.names() {
-			if _, ok := want.Files[n]; !ok {
-				out = append(out, n)
-			}
-		}
-	}
-	if len(out) == 0 {
-		out = append(out, "(symlinks)")
-	}
-	return out
 }
 
 func (s *Syncer) setApplied(snap *Snapshot) {
