@@ -53,6 +53,23 @@ type Config struct {
 	UpstreamTimeout time.Duration
 	// DialTimeout bounds connecting to the upstream. If zero, 5s.
 	DialTimeout time.Duration
+	// UpstreamWait is how long a request whose connection the app refuses
+	// (it is restarting) waits for the app to listen again before it gets
+	// 502. Zero turns waiting off; the command's default is 10s. At most
+	// 1024 requests wait at once; the rest get 502 at once.
+	UpstreamWait time.Duration
+	// MaxUpstreamConns caps the connections to the app. Requests beyond it
+	// wait for a free one within UpstreamTimeout (at most 1024 wait; the
+	// rest get 503). If zero, DefaultMaxUpstreamConns.
+	MaxUpstreamConns int
+	// KeepUnderscoreHeaders forwards request header names that contain
+	// "_". Off by default, as nginx's underscores_in_headers: CGI, PHP and
+	// WSGI map "_" and "-" to the same variable, so X_Forwarded_For could
+	// pose as X-Forwarded-For and Content_Length as Content-Length.
+	KeepUnderscoreHeaders bool
+	// ErrorPages is a directory holding 502.html, 503.html and 504.html,
+	// served instead of the bare status text. Empty: the status text.
+	ErrorPages string
 	// IdleTimeout closes a keep-alive connection, a request or response
 	// body, a WebSocket or an SSE stream on which no byte moved for this
 	// long, in either direction. Long transfers that keep moving are never
@@ -141,6 +158,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 64 << 10
 	}
+	if c.MaxUpstreamConns == 0 {
+		c.MaxUpstreamConns = DefaultMaxUpstreamConns
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -163,13 +183,17 @@ func (c Config) Validate() error {
 		name string
 		v    time.Duration
 	}{{"upstream timeout", c.UpstreamTimeout}, {"dial timeout", c.DialTimeout}, {"idle timeout", c.IdleTimeout},
-		{"read header timeout", c.ReadHeaderTimeout}, {"shutdown timeout", c.ShutdownTimeout}, {"hsts", c.HSTS}} {
+		{"read header timeout", c.ReadHeaderTimeout}, {"shutdown timeout", c.ShutdownTimeout}, {"hsts", c.HSTS},
+		{"upstream wait", c.UpstreamWait}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.v))
 		}
 	}
 	if c.MaxHeaderBytes < 0 {
 		errs = append(errs, fmt.Errorf("max header bytes %d is negative", c.MaxHeaderBytes))
+	}
+	if c.MaxUpstreamConns < 0 {
+		errs = append(errs, fmt.Errorf("max upstream conns %d is negative", c.MaxUpstreamConns))
 	}
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, fmt.Errorf("max body bytes %d is negative", c.MaxBodyBytes))

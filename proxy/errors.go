@@ -16,6 +16,7 @@ const (
 	reasonClientTimeout = "client_timeout" // the client stalled sending its body: 408
 	reasonClientBody    = "client_body"    // the client's body was malformed (400) or too large (413)
 	reasonProtocol      = "protocol"       // anything else from the app: 502
+	reasonBusy          = "busy"           // every upstream connection in use and the queue full: 503
 )
 
 // statusClientClosed is nginx's code for a client that closed the connection
@@ -27,8 +28,8 @@ const statusClientClosed = 499
 // body is the request body wrapper, nil when the request had none.
 func classify(err error, r *http.Request, body *idleBody) (int, string) {
 	var opErr *net.OpError
-	var netErr net.Error
 	var tooBig *http.MaxBytesError
+	var clientErr *clientError
 	switch {
 	case body != nil && errors.As(body.err, &tooBig):
 		return http.StatusRequestEntityTooLarge, reasonClientBody // a chunked body grew past MaxBodyBytes
@@ -36,14 +37,16 @@ func classify(err error, r *http.Request, body *idleBody) (int, string) {
 		return http.StatusRequestTimeout, reasonClientTimeout
 	case body != nil && body.err != nil && r.Context().Err() == nil:
 		return http.StatusBadRequest, reasonClientBody
-	case r.Context().Err() != nil && errors.Is(err, context.Canceled):
+	case r.Context().Err() != nil, errors.As(err, &clientErr):
 		return statusClientClosed, reasonCanceled
+	case errors.Is(err, errBusy):
+		return http.StatusServiceUnavailable, reasonBusy
 	case errors.As(err, &opErr) && opErr.Op == "dial":
 		if opErr.Timeout() {
 			return http.StatusGatewayTimeout, reasonTimeout
 		}
 		return http.StatusBadGateway, reasonDial
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
 		return http.StatusGatewayTimeout, reasonTimeout
 	default:
 		return http.StatusBadGateway, reasonProtocol

@@ -1,74 +1,123 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
 	"net/http"
 	"net/netip"
 	"strings"
 )
 
-// setForwarded sets X-Forwarded-For, -Proto, -Host and Forwarded (RFC 7239)
-// on out. ReverseProxy has already removed whatever the client sent on out;
-// in is consulted only when the peer is a trusted proxy, whose headers are
-// kept and extended. The four values share one backing array.
-func setForwarded(out, in http.Header, client netip.Addr, host string, trusted bool) {
-	ip := client.Unmap().String()
-	v := make([]string, 4)
-	v[0], v[1], v[2], v[3] = ip, "https", host, forwardedElement(client, ip, host)
-	if trusted {
-		if prior := in.Values("X-Forwarded-For"); len(prior) > 0 {
-			v[0] = strings.Join(prior, ", ") + ", " + ip
-		}
-		if prior := in.Get("X-Forwarded-Proto"); prior != "" {
-			v[1] = prior
-		}
-		if prior := in.Get("X-Forwarded-Host"); prior != "" {
-			v[2] = prior
-		}
-		if prior := in.Values("Forwarded"); len(prior) > 0 {
-			v[3] = strings.Join(prior, ", ") + ", " + v[3]
-		}
+// forwardingHeaders are the request headers outrider sets itself. What a
+// client sends in them is dropped, unless the peer is a trusted proxy, whose
+// values are kept and extended.
+func isForwardingHeader(k string) bool {
+	switch k {
+	case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "X-Real-Ip":
+		return true
 	}
-	out["X-Forwarded-For"] = v[0:1:1]
-	out["X-Forwarded-Proto"] = v[1:2:2]
-	out["X-Forwarded-Host"] = v[2:3:3]
-	out["Forwarded"] = v[3:4:4]
+	return false
 }
 
-// forwardedElement builds one RFC 7239 forwarded-element for a client
-// reaching us over HTTPS. IPv6 addresses and hosts with a port are quoted.
-// ip is client as printed.
-func forwardedElement(client netip.Addr, ip, host string) string {
-	if client.Unmap().Is6() {
-		ip = `"[` + ip + `]"`
+// clientIP returns the client address of a RemoteAddr ("ip:port" or
+// "[ip]:port") as printed, unmapped, and whether it is IPv6.
+func clientIP(remoteAddr string) (netip.Addr, string, bool) {
+	ap, err := netip.ParseAddrPort(remoteAddr)
+	if err != nil {
+		return netip.Addr{}, remoteAddr, false
 	}
-	if host == "" {
-		return "for=" + ip + ";proto=https"
+	a := ap.Addr()
+	if a.Is4In6() {
+		a = a.Unmap()
+		return a, a.String(), false
 	}
-	return "for=" + ip + ";host=" + quoteIfNeeded(host) + ";proto=https"
+	host := remoteAddr[:strings.LastIndexByte(remoteAddr, ':')]
+	return a, strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"), a.Is6()
 }
 
-// quoteIfNeeded quotes v as an RFC 7230 quoted-string unless it is a token.
-func quoteIfNeeded(v string) string {
-	token := true
-	for i := 0; i < len(v); i++ {
-		if !isTokenChar(v[i]) {
-			token = false
-			break
+// writeForwarded writes X-Forwarded-For, -Proto, -Host, X-Real-IP and
+// Forwarded (RFC 7239) for a client reaching us over HTTPS. in is consulted
+// only when the peer is trusted: its values are kept in front of ours.
+func writeForwarded(w *bufio.Writer, in http.Header, ip string, v6 bool, host string, trusted bool) {
+	w.WriteString("X-Forwarded-For: ")
+	if prior := in["X-Forwarded-For"]; trusted && len(prior) > 0 {
+		for _, p := range prior {
+			w.WriteString(p)
+			w.WriteString(", ")
 		}
 	}
-	if token {
-		return v
+	w.WriteString(ip)
+	w.WriteString("\r\nX-Forwarded-Proto: ")
+	if prior := in.Get("X-Forwarded-Proto"); trusted && prior != "" {
+		w.WriteString(prior)
+	} else {
+		w.WriteString("https")
 	}
-	var b strings.Builder
-	b.WriteByte('"')
+	w.WriteString("\r\nX-Forwarded-Host: ")
+	if prior := in.Get("X-Forwarded-Host"); trusted && prior != "" {
+		w.WriteString(prior)
+	} else {
+		w.WriteString(host)
+	}
+	w.WriteString("\r\nX-Real-Ip: ")
+	if prior := in.Get("X-Real-Ip"); trusted && prior != "" {
+		w.WriteString(prior)
+	} else {
+		w.WriteString(ip)
+	}
+	w.WriteString("\r\nForwarded: ")
+	if prior := in["Forwarded"]; trusted && len(prior) > 0 {
+		for _, p := range prior {
+			w.WriteString(p)
+			w.WriteString(", ")
+		}
+	}
+	writeForwardedElement(w, ip, v6, host)
+	w.WriteString("\r\n")
+}
+
+// writeForwardedElement writes this hop's RFC 7239 forwarded-element. IPv6
+// addresses and hosts that are not tokens (a port's colon) are quoted.
+func writeForwardedElement(w *bufio.Writer, ip string, v6 bool, host string) {
+	w.WriteString("for=")
+	if v6 {
+		w.WriteString(`"[`)
+		w.WriteString(ip)
+		w.WriteString(`]"`)
+	} else {
+		w.WriteString(ip)
+	}
+	if host != "" {
+		w.WriteString(";host=")
+		writeQuotedIfNeeded(w, host)
+	}
+	w.WriteString(";proto=https")
+}
+
+// forwardedElement returns what writeForwardedElement writes.
+func forwardedElement(ip string, v6 bool, host string) string {
+	var b bytes.Buffer
+	w := bufio.NewWriter(&b)
+	writeForwardedElement(w, ip, v6, host)
+	w.Flush()
+	return b.String()
+}
+
+// writeQuotedIfNeeded writes v as an RFC 9110 quoted-string unless it is a
+// token.
+func writeQuotedIfNeeded(w *bufio.Writer, v string) {
+	if validName(v) {
+		w.WriteString(v)
+		return
+	}
+	w.WriteByte('"')
 	for i := 0; i < len(v); i++ {
 		if v[i] == '"' || v[i] == '\\' {
-			b.WriteByte('\\')
+			w.WriteByte('\\')
 		}
-		b.WriteByte(v[i])
+		w.WriteByte(v[i])
 	}
-	b.WriteByte('"')
-	return b.String()
+	w.WriteByte('"')
 }
 
 func isTokenChar(c byte) bool {

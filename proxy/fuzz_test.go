@@ -52,10 +52,12 @@ func FuzzForwarded(f *testing.F) {
 		if xfh != "" {
 			in.Set("X-Forwarded-Host", xfh)
 		}
-		out := http.Header{}
-		setForwarded(out, in, client, host, isTrusted)
+		if !validValue(host) || !validValue(xff) || !validValue(fwd) || !validValue(proto) || !validValue(xfh) {
+			return // net/http refuses such a request before the handler
+		}
+		out := setForwarded(in, client, host, isTrusted)
 		ip := client.Unmap().String()
-		elem := forwardedElement(client, ip, host)
+		elem := forwardedElement(ip, client.Unmap().Is6(), host)
 		if got := out.Get("Forwarded"); !strings.HasSuffix(got, elem) {
 			t.Fatalf("Forwarded %q does not end with this hop's element %q", got, elem)
 		}
@@ -121,10 +123,7 @@ func FuzzLegacyRewrites(f *testing.F) {
 		} else if c != cookie && c != cookie+"; Secure" {
 			t.Fatalf("Set-Cookie %q became %q", cookie, c)
 		}
-		d := http.Header{}
-		d.Set("Destination", dest)
-		rewriteDestination(d, public)
-		if got := d.Get("Destination"); got != dest && got != "http://"+dest[min(len(dest), len("https://")):] {
+		if got := rewriteDestination(dest, public); got != dest && !strings.HasPrefix(got, "http://") {
 			t.Fatalf("Destination %q became %q", dest, got)
 		}
 	})

@@ -1,70 +1,42 @@
 package proxy
 
 import (
-	"context"
-	"io"
-	"log"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/http/httpguts"
 )
 
 // handler forwards requests to the upstream. It is the request path: keep
 // it free of allocations that do not pay for themselves.
 type handler struct {
-	cfg     Config
-	up      *Upstream
-	rp      *httputil.ReverseProxy
-	names   nameSet
-	metrics *metrics
-	log     *slog.Logger
-	hsts    string // Strict-Transport-Security value, or ""
+	cfg        Config
+	up         *Upstream
+	pool       *pool
+	names      nameSet
+	metrics    *metrics
+	log        *slog.Logger
+	hsts       string         // Strict-Transport-Security value, or ""
+	errorPages map[int][]byte // --error-pages, by status code
 
 	// watch cuts stalled response writes while Serve runs; without it each
 	// write arms its own deadline. See respWriter.
 	watch atomic.Pointer[stallWatch]
 }
 
-func newHandler(cfg Config, up *Upstream, m *metrics) *handler {
-	h := &handler{cfg: cfg, up: up, names: newNameSet(cfg.Names), metrics: m, log: cfg.Logger}
+func newHandler(cfg Config, up *Upstream, m *metrics, pages map[int][]byte) *handler {
+	h := &handler{cfg: cfg, up: up, names: newNameSet(cfg.Names), metrics: m, log: cfg.Logger, errorPages: pages}
 	if cfg.HSTS > 0 {
 		h.hsts = "max-age=" + strconv.FormatInt(int64(cfg.HSTS/time.Second), 10)
 	}
-	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
-	transport := &http.Transport{
-		Proxy: nil, // never an HTTP_PROXY from the environment: the app is local
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			c, err := dialer.DialContext(ctx, up.Network, up.Address)
-			if err != nil {
-				return nil, err
-			}
-			return newIdleConn(c, cfg.IdleTimeout), nil
-		},
-		MaxIdleConns:           1024,
-		MaxIdleConnsPerHost:    1024,
-		IdleConnTimeout:        90 * time.Second,
-		ResponseHeaderTimeout:  cfg.UpstreamTimeout,
-		ExpectContinueTimeout:  time.Second,
-		DisableCompression:     true, // pass the app's encoding through untouched
-		MaxResponseHeaderBytes: 1 << 20,
-	}
-	h.rp = &httputil.ReverseProxy{
-		Rewrite:        h.rewrite,
-		Transport:      transport,
-		BufferPool:     bufferPool{},
-		ModifyResponse: h.modifyResponse,
-		ErrorHandler:   h.errorHandler,
-		ErrorLog:       log.New(io.Discard, "", 0), // ErrorHandler logs
-	}
+	h.pool = newPool(up.Network, up.Address, cfg.DialTimeout, cfg.MaxUpstreamConns, cfg.UpstreamWait, cfg.Logger, m)
+	m.watchPool(h.pool)
 	return h
 }
 
@@ -77,7 +49,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer rw.release() // runs after finish
 	defer h.finish(rw, r, start)
 
-	if !h.names.match(r.Host) {
+	host := r.Host
+	if host == "" {
+		// HTTP/1.0 without Host: the name the client asked TLS for, so
+		// that the app and its redirects see a real name, not its own
+		// loopback address.
+		host = h.defaultHost(r)
+	}
+	if !h.names.match(host) {
 		h.writeError(rw, http.StatusMisdirectedRequest)
 		return
 	}
@@ -86,6 +65,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			mh.ServeHTTP(rw, r)
 			return
 		}
+	}
+	target, ok := originForm(r.RequestURI)
+	switch {
+	case r.Method == http.MethodConnect:
+		// Only a forward proxy tunnels; an app may answer 200 and leave
+		// the client believing it has one.
+		rw.Header()["Allow"] = []string{"GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"}
+		h.writeError(rw, http.StatusMethodNotAllowed)
+		return
+	case !ok:
+		h.writeError(rw, http.StatusBadRequest)
+		return
 	}
 	if r.ProtoMajor == 2 && r.Context().Err() != nil {
 		// The client reset the stream before we began: do not bother the
@@ -98,67 +89,49 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(rw, http.StatusRequestEntityTooLarge)
 		return
 	}
-	if r.Body != nil && r.Body != http.NoBody {
-		if h.cfg.MaxBodyBytes > 0 {
-			// w, not rw: MaxBytesReader tells net/http to close the
-			// connection instead of draining an oversized body.
-			r.Body = http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes)
+	h.forward(rw, r, host, target)
+}
+
+// originForm returns the request target to send to the app: exactly the
+// bytes the client sent, with an absolute-form target cut to origin-form.
+// The asterisk form is answered by net/http itself (OPTIONS *).
+func originForm(uri string) (string, bool) {
+	if uri != "" && uri[0] == '/' {
+		return uri, true
+	}
+	i := strings.Index(uri, "://")
+	if i <= 0 {
+		return "", false
+	}
+	rest := uri[i+3:]
+	j := strings.IndexAny(rest, "/?")
+	switch {
+	case j < 0:
+		return "/", true
+	case rest[j] == '?':
+		return "/" + rest[j:], true
+	}
+	return rest[j:], true
+}
+
+// defaultHost names the request when it has no Host: the TLS server name,
+// else the first --domain that is not a wildcard.
+func (h *handler) defaultHost(r *http.Request) string {
+	if r.TLS != nil && r.TLS.ServerName != "" {
+		return r.TLS.ServerName
+	}
+	for _, n := range h.cfg.Names {
+		if !strings.HasPrefix(n, "*") {
+			return n
 		}
-		b := &idleBody{ReadCloser: r.Body, dl: rw.dl, idle: h.cfg.IdleTimeout}
-		r.Body, rw.body = b, b
-		if r.ContentLength < 0 && r.ProtoMajor == 1 {
-			// A chunked body: read its first chunk header before the app
-			// sees anything, so a malformed one is a 400 that never reaches
-			// the app. Later chunks stream, and a malformed one aborts the
-			// exchange.
-			first, err := prefetch(b)
-			if err != nil {
-				h.errorHandler(rw, r, err)
-				return
-			}
-			r.Body = first
-		}
 	}
-	h.rp.ServeHTTP(rw, r)
+	return "localhost"
 }
 
-// rewrite builds the outbound request. ReverseProxy has already removed
-// hop-by-hop headers and every client-sent Forwarded/X-Forwarded-* header.
-func (h *handler) rewrite(pr *httputil.ProxyRequest) {
-	pr.SetURL(h.up.URL)
-	pr.Out.Host = pr.In.Host // the app sees the public host, as it would without us
-	if httpguts.HeaderValuesContainsToken(pr.Out.Header["Upgrade"], "h2c") {
-		// h2c smuggling: an HTTP/2 cleartext upgrade would tunnel past us.
-		pr.Out.Header.Del("Upgrade")
-		pr.Out.Header.Del("Connection")
-	}
-	client, _ := netip.ParseAddrPort(pr.In.RemoteAddr)
-	setForwarded(pr.Out.Header, pr.In.Header, client.Addr(), pr.In.Host, trusted(h.cfg.TrustedProxies, client.Addr()))
-	if h.cfg.Rewrites.Destination {
-		rewriteDestination(pr.Out.Header, pr.In.Host)
-	}
-}
-
-func (h *handler) modifyResponse(resp *http.Response) error {
-	if h.hsts != "" {
-		resp.Header.Set("Strict-Transport-Security", h.hsts)
-	}
-	rewriteResponse(resp.Header, h.cfg.Rewrites, resp.Request.Host, h.up.URL.Host)
-	return nil
-}
-
-func (h *handler) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	// ReverseProxy passes its own request, whose Body it may have wrapped:
-	// the body we installed is found through our ResponseWriter.
-	rw, _ := w.(*respWriter)
-	var body *idleBody
-	if rw != nil {
-		body = rw.body
-	}
-	code, reason := classify(err, r, body)
-	if rw != nil {
-		rw.upstreamErr = reason
-	}
+// fail answers a request whose exchange failed before the response began.
+func (h *handler) fail(rw *respWriter, r *http.Request, err error) {
+	code, reason := classify(err, r, rw.body)
+	rw.upstreamErr = reason
 	h.metrics.upstreamErrors.WithLabelValues(reason).Inc()
 	if reason == reasonCanceled {
 		h.noteReset(r)
@@ -167,20 +140,35 @@ func (h *handler) errorHandler(w http.ResponseWriter, r *http.Request, err error
 	}
 	h.log.Warn("upstream error", "reason", reason, "status", code, "method", r.Method, "path", r.URL.Path,
 		"upstream", h.up.Address, "err", err)
-	h.writeError(w, code)
+	clear(rw.Header())
+	if code == http.StatusServiceUnavailable {
+		rw.Header()["Retry-After"] = []string{"1"}
+	}
+	if code == http.StatusBadRequest || code == http.StatusRequestTimeout || code == http.StatusRequestEntityTooLarge {
+		rw.Header()["Connection"] = []string{"close"} // the rest of the body is not worth reading
+	}
+	h.writeError(rw, code)
 }
 
-// writeError answers with the status text only: internal detail goes to the
-// log, never to the client.
+// writeError answers with an --error-pages page or the status text only:
+// internal detail goes to the log, never to the client.
 func (h *handler) writeError(w http.ResponseWriter, code int) {
 	hdr := w.Header()
-	hdr.Set("Content-Type", "text/plain; charset=utf-8")
-	hdr.Set("X-Content-Type-Options", "nosniff")
+	page, ok := h.errorPages[code]
+	if ok {
+		hdr["Content-Type"] = []string{"text/html; charset=utf-8"}
+	} else {
+		hdr["Content-Type"] = []string{"text/plain; charset=utf-8"}
+		page = []byte(http.StatusText(code) + "\n")
+	}
+	hdr["Content-Length"] = []string{strconv.Itoa(len(page))}
+	hdr["X-Content-Type-Options"] = []string{"nosniff"}
+	hdr["Cache-Control"] = []string{"no-store"}
 	if h.hsts != "" {
-		hdr.Set("Strict-Transport-Security", h.hsts)
+		hdr["Strict-Transport-Security"] = []string{h.hsts}
 	}
 	w.WriteHeader(code)
-	io.WriteString(w, http.StatusText(code)+"\n")
+	w.Write(page)
 }
 
 // finish records metrics and the access log line. It runs deferred so that
@@ -317,46 +305,28 @@ func (s nameSet) match(host string) bool {
 	return false
 }
 
-// prefetch reads the first byte of a body and returns a body that yields
-// it again followed by the rest. io.EOF on the first read is not an error.
-func prefetch(b *idleBody) (io.ReadCloser, error) {
-	var one [1]byte
-	n, err := b.Read(one[:])
-	if err != nil && err != io.EOF {
-		return nil, err
+// loadErrorPages reads 502.html, 503.html and 504.html from dir. A missing
+// page is served as the status text; a dir with none of them is an error.
+func loadErrorPages(dir string) (map[int][]byte, error) {
+	if dir == "" {
+		return nil, nil
 	}
-	return &prefetched{idleBody: b, first: one[:n]}, nil
+	pages := map[int][]byte{}
+	for _, code := range []int{502, 503, 504} {
+		b, err := os.ReadFile(filepath.Join(dir, strconv.Itoa(code)+".html"))
+		if err != nil {
+			continue
+		}
+		pages[code] = b
+	}
+	if len(pages) == 0 {
+		return nil, &pagesError{dir}
+	}
+	return pages, nil
 }
 
-// prefetched is an idleBody with bytes already read in front.
-type prefetched struct {
-	*idleBody
-	first []byte
-}
+type pagesError struct{ dir string }
 
-func (p *prefetched) Read(b []byte) (int, error) {
-	if len(p.first) > 0 {
-		n := copy(b, p.first)
-		p.first = p.first[n:]
-		return n, nil
-	}
-	return p.idleBody.Read(b)
-}
-
-// bufferPool recycles the 32 KiB copy buffers of ReverseProxy. The pool
-// holds *[32 KiB]byte: a pointer to an array converts to and from a slice
-// without allocating, where Put(&b) of a slice would allocate a slice header
-// on every call.
-type bufferPool struct{}
-
-const copyBufferSize = 32 << 10
-
-var buffers = sync.Pool{New: func() any { return new([copyBufferSize]byte) }}
-
-func (bufferPool) Get() []byte { return buffers.Get().(*[copyBufferSize]byte)[:] }
-
-func (bufferPool) Put(b []byte) {
-	if cap(b) >= copyBufferSize {
-		buffers.Put((*[copyBufferSize]byte)(b[:copyBufferSize]))
-	}
+func (e *pagesError) Error() string {
+	return "--error-pages " + strconv.Quote(e.dir) + ": no readable 502.html, 503.html or 504.html in it"
 }

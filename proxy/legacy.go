@@ -47,7 +47,7 @@ func rewriteURL(v, publicHost, upstreamHost string) (string, bool) {
 		end = len(rest)
 	}
 	host := rest[:end]
-	if !sameHost(host, publicHost) && !sameHost(host, upstreamHost) && !isUpstreamAlias(host, upstreamHost) {
+	if !sameHost(host, httpsHost(publicHost)) && !sameHost(host, upstreamHost) && !isUpstreamAlias(host, upstreamHost) {
 		return "", false
 	}
 	return "https://" + httpsHost(publicHost) + rest[end:], true
@@ -81,22 +81,24 @@ func indexFold(s, substr string) int {
 
 // rewriteDestination turns an inbound WebDAV Destination of
 // https://<publicHost>/… into http://<publicHost>/…, the scheme the app
-// believes it is served with.
-func rewriteDestination(h http.Header, publicHost string) {
-	v := h.Get("Destination")
+// believes it is served with. The default port :443 may be spelled on
+// either side or neither; the rewritten URL carries no port. Anything else
+// is returned unchanged.
+func rewriteDestination(v, publicHost string) string {
 	const scheme = "https://"
 	if len(v) < len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
-		return
+		return v
 	}
 	rest := v[len(scheme):]
 	end := strings.IndexAny(rest, "/?#")
 	if end < 0 {
 		end = len(rest)
 	}
-	if !sameHost(rest[:end], publicHost) {
-		return
+	host := httpsHost(rest[:end])
+	if !strings.EqualFold(host, httpsHost(publicHost)) {
+		return v
 	}
-	h.Set("Destination", "http://"+rest)
+	return "http://" + host + rest[end:]
 }
 
 // sameHost compares hosts case-insensitively, taking an http URL's default

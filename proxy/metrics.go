@@ -18,6 +18,10 @@ type metrics struct {
 	handshakeOK      prometheus.Counter // handshakes{result="success"}, looked up once
 	handshakeErr     prometheus.Counter
 	resetCloses      prometheus.Counter
+	retries          prometheus.Counter
+	poolWaits        prometheus.Counter
+	restartWait      *prometheus.CounterVec
+	reg              prometheus.Registerer
 
 	// requestCounters caches requests' children for the common code and
 	// method pairs: WithLabelValues hashes both labels and takes a lock on
@@ -96,16 +100,64 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "rapid_reset_closes_total",
 			Help: "HTTP/2 connections closed for cancelling too many streams.",
 		}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "upstream_retries_total",
+			Help: "Requests sent again on a new connection after a kept-alive one turned out closed by the app.",
+		}),
+		poolWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "upstream_pool_waits_total",
+			Help: "Requests that waited for a free upstream connection (--max-upstream-conns reached).",
+		}),
+		restartWait: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "upstream_restart_waits_total",
+			Help: "Requests held while the app refused connections (--upstream-wait), by result: recovered, gave_up, refused (queue full).",
+		}, []string{"result"}),
+		reg: reg,
 	}
-	for _, r := range []string{reasonDial, reasonTimeout, reasonCanceled, reasonClientTimeout, reasonClientBody, reasonProtocol} {
+	for _, r := range []string{waitRecovered, waitGaveUp, waitRefused} {
+		m.restartWait.WithLabelValues(r)
+	}
+	for _, r := range []string{reasonDial, reasonTimeout, reasonCanceled, reasonClientTimeout, reasonClientBody, reasonProtocol, reasonBusy} {
 		m.upstreamErrors.WithLabelValues(r)
 	}
 	m.handshakeOK = m.handshakes.WithLabelValues("success")
 	m.handshakeErr = m.handshakes.WithLabelValues("error")
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.upstreamDuration, m.upstreamErrors, m.openConns, m.handshakes, m.resetCloses)
+		reg.MustRegister(m.requests, m.duration, m.upstreamDuration, m.upstreamErrors, m.openConns, m.handshakes, m.resetCloses,
+			m.retries, m.poolWaits, m.restartWait)
 	}
 	return m
+}
+
+// Results of a wait for the app to listen again.
+const (
+	waitRecovered = "recovered"
+	waitGaveUp    = "gave_up"
+	waitRefused   = "refused"
+)
+
+func (m *metrics) restartWaits(result string) prometheus.Counter { return m.restartWait.WithLabelValues(result) }
+
+// watchPool exports the pool's gauges.
+func (m *metrics) watchPool(p *pool) {
+	if m.reg == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "outrider", Subsystem: "proxy", Name: "upstream_connections",
+		Help: "Connections to the app now open, idle or in use.",
+	}, func() float64 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return float64(p.open)
+	}), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "outrider", Subsystem: "proxy", Name: "upstream_waiting_requests",
+		Help: "Requests now waiting for the app to listen again, or for a free connection to it.",
+	}, func() float64 {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return float64(len(p.waiters)) + float64(p.waiting.Load())
+	}))
 }
 
 // methodLabel bounds the method label to the registered methods.

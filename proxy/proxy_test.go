@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"bufio"
+	"bytes"
+	"net/textproto"
 	"context"
 	"errors"
 	"fmt"
@@ -74,27 +77,45 @@ func TestSetForwarded(t *testing.T) {
 		want    http.Header
 	}{
 		{"untrusted v4", "192.0.2.7", "app.example", false, http.Header{
-			"X-Forwarded-For": {"192.0.2.7"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"app.example"},
+			"X-Forwarded-For": {"192.0.2.7"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"app.example"}, "X-Real-Ip": {"CLIENT"},
 			"Forwarded": {"for=192.0.2.7;host=app.example;proto=https"}}},
 		{"untrusted v6 with port in host", "2001:db8::1", "app.example:8443", false, http.Header{
-			"X-Forwarded-For": {"2001:db8::1"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"app.example:8443"},
+			"X-Forwarded-For": {"2001:db8::1"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"app.example:8443"}, "X-Real-Ip": {"CLIENT"},
 			"Forwarded": {`for="[2001:db8::1]";host="app.example:8443";proto=https`}}},
 		{"v4-mapped v6 shown as v4", "::ffff:192.0.2.7", "a", false, http.Header{
-			"X-Forwarded-For": {"192.0.2.7"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"a"},
+			"X-Forwarded-For": {"192.0.2.7"}, "X-Forwarded-Proto": {"https"}, "X-Forwarded-Host": {"a"}, "X-Real-Ip": {"CLIENT"},
 			"Forwarded": {"for=192.0.2.7;host=a;proto=https"}}},
 		{"trusted extends", "10.0.0.2", "app.example", true, http.Header{
 			"X-Forwarded-For": {"203.0.113.9, 198.51.100.1, 10.0.0.2"}, "X-Forwarded-Proto": {"http"}, "X-Forwarded-Host": {"front.example"},
+			"X-Real-Ip": {"10.0.0.2"},
 			"Forwarded": {"for=203.0.113.9, for=10.0.0.2;host=app.example;proto=https"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out := http.Header{}
-			setForwarded(out, prior, netip.MustParseAddr(tt.client), tt.host, tt.trusted)
+			out := setForwarded(prior, netip.MustParseAddr(tt.client), tt.host, tt.trusted)
+			if v := tt.want["X-Real-Ip"]; len(v) == 1 && v[0] == "CLIENT" {
+				tt.want["X-Real-Ip"] = tt.want["X-Forwarded-For"]
+			}
 			if d := cmp.Diff(tt.want, out); d != "" {
 				t.Errorf("setForwarded mismatch (-want +got):\n%s", d)
 			}
 		})
 	}
+}
+
+// setForwarded returns the forwarding headers writeForwarded writes.
+func setForwarded(in http.Header, client netip.Addr, host string, trusted bool) http.Header {
+	var b bytes.Buffer
+	w := bufio.NewWriter(&b)
+	c := client.Unmap()
+	writeForwarded(w, in, c.String(), c.Is6(), host, trusted)
+	w.WriteString("\r\n")
+	w.Flush()
+	hdr, err := textproto.NewReader(bufio.NewReader(&b)).ReadMIMEHeader()
+	if err != nil {
+		panic(err)
+	}
+	return http.Header(hdr)
 }
 
 func TestTrusted(t *testing.T) {
@@ -167,10 +188,19 @@ func TestRewriteDestination(t *testing.T) {
 		"https://other.example/a/b": "https://other.example/a/b",
 		"/relative":                 "/relative",
 	} {
-		h := http.Header{"Destination": {in}}
-		rewriteDestination(h, "app.example")
-		if got := h.Get("Destination"); got != want {
+		if got := rewriteDestination(in, "app.example"); got != want {
 			t.Errorf("rewriteDestination(%q) = %q, want %q", in, got, want)
+		}
+	}
+	// Issue #11: the default port spelled on one side only.
+	for _, tt := range []struct{ dest, host, want string }{
+		{"https://app.example:443/a", "app.example", "http://app.example/a"},
+		{"https://app.example/a", "app.example:443", "http://app.example/a"},
+		{"https://APP.example:443/a?b", "app.example:443", "http://APP.example/a?b"},
+		{"https://app.example:8443/a", "app.example", "https://app.example:8443/a"},
+	} {
+		if got := rewriteDestination(tt.dest, tt.host); got != tt.want {
+			t.Errorf("rewriteDestination(%q, %q) = %q, want %q", tt.dest, tt.host, got, tt.want)
 		}
 	}
 }

@@ -35,8 +35,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	up, _ := ParseUpstream(cfg.Upstream, cfg.AllowRemoteUpstream) // checked by Validate
+	pages, err := loadErrorPages(cfg.ErrorPages)
+	if err != nil {
+		return nil, err
+	}
 	m := newMetrics(cfg.Registerer)
-	return &Server{cfg: cfg, up: up, metrics: m, handler: newHandler(cfg, up, m)}, nil
+	return &Server{cfg: cfg, up: up, metrics: m, handler: newHandler(cfg, up, m, pages)}, nil
 }
 
 // Listen binds the HTTPS and HTTP addresses, so that a port in use is an
@@ -150,10 +154,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	watchDone := make(chan struct{})
 	go func() { defer close(watchDone); watch.run(watchCtx) }()
 	s.handler.watch.Store(watch)
+	sweepDone := make(chan struct{})
+	go func() { defer close(sweepDone); s.handler.pool.runSweeper(watchCtx) }()
 	defer func() {
 		s.handler.watch.CompareAndSwap(watch, nil)
 		stopWatch()
 		<-watchDone
+		<-sweepDone
 	}()
 
 	g, gctx := errgroup.WithContext(ctx)

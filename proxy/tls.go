@@ -19,13 +19,15 @@ var intermediateSuites = []uint16{
 
 // tlsConfig returns the server TLS configuration: TLS 1.2+, Mozilla
 // intermediate suites, the post-quantum hybrid X25519MLKEM768 offered first,
-// ALPN h2 then http/1.1 then any extra protocols.
+// ALPN h2 then http/1.1 (and http/1.0) then any extra protocols.
 func tlsConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error), extraALPN []string, onHandshake func(tls.ConnectionState)) *tls.Config {
 	return &tls.Config{
 		MinVersion:       tls.VersionTLS12,
 		CipherSuites:     intermediateSuites,
 		CurvePreferences: []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256, tls.CurveP384},
-		NextProtos:       append([]string{"h2", "http/1.1"}, extraALPN...),
+		// http/1.0 for clients that offer nothing else (curl --http1.0,
+		// old monitors): without it their handshake fails.
+		NextProtos:       append([]string{"h2", "http/1.1", "http/1.0"}, extraALPN...),
 		GetCertificate:   getCert,
 		// VerifyConnection runs on every completed server handshake, with or
 		// without client certificates: it is where successes are counted.

@@ -25,7 +25,11 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	upstream := fs.String("upstream", "", "the app: http://127.0.0.1:8080 or unix:///run/app.sock (required)")
 	allowRemote := fs.Bool("allow-remote-upstream", false, "allow an upstream host that is not loopback (its traffic is plain HTTP)")
 	trustedProxies := newListFlag(fs, "trusted-proxies", "`CIDR` whose X-Forwarded-*/Forwarded headers are kept")
-	upstreamTimeout := durationFlag(fs, "upstream-timeout", 60*time.Second, "longest wait for the upstream's response headers before answering 504")
+	upstreamTimeout := durationFlag(fs, "upstream-timeout", 60*time.Second, "longest wait for the upstream's response headers (and for a free connection to it) before answering 504")
+	upstreamWait := durationFlag(fs, "upstream-wait", 10*time.Second, "a request whose connection the app refuses (restarting) waits this long for it to listen again, then 502; 0 turns it off")
+	maxUpstreamConns := fs.Int("max-upstream-conns", proxy.DefaultMaxUpstreamConns, "most connections to the app at once; requests beyond wait for a free one within --upstream-timeout")
+	keepUnderscore := fs.Bool("keep-underscore-headers", false, "forward request header names that contain _ (dropped by default: CGI, PHP and WSGI read X_Real_IP as X-Real-IP)")
+	errorPages := fs.String("error-pages", "", "`directory` with 502.html, 503.html, 504.html served instead of the bare status text")
 	idleTimeout := durationFlag(fs, "idle-timeout", 5*time.Minute, "close a connection, body, WebSocket or stream silent this long in both directions")
 	headerTimeout := durationFlag(fs, "header-timeout", 10*time.Second, "longest time a client may take to send a request's headers (slowloris)")
 	maxBody := fs.Int64("max-body-bytes", 0, "largest request body in `bytes` passed to the app (413 beyond it); 0 means unlimited")
@@ -45,6 +49,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	log, err := lf.parse(fs, args, stdout, stderr)
 	if err != nil {
 		return err
+	}
+	if *maxUpstreamConns < 1 {
+		return usageError{fmt.Errorf("invalid value %d for flag --max-upstream-conns: must be at least 1", *maxUpstreamConns)}
 	}
 	if *hsts < 0 {
 		return usageError{fmt.Errorf("invalid value %d for flag --hsts: must not be negative", *hsts)}
@@ -107,26 +114,30 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		accessLogger = accessLogger.With("component", "proxy")
 	}
 	srv, err := proxy.New(proxy.Config{
-		Listen:              *listen,
-		HTTPListen:          *httpListen,
-		Upstream:            *upstream,
-		AllowRemoteUpstream: *allowRemote,
-		GetCertificate:      certMgr.GetCertificate,
-		NextProtos:          certMgr.NextProtos(),
-		WrapHTTP:            certMgr.HTTPHandler,
-		Names:               certMgr.Names(),
-		TrustedProxies:      trusted,
-		UpstreamTimeout:     *upstreamTimeout,
-		IdleTimeout:         *idleTimeout,
-		ReadHeaderTimeout:   *headerTimeout,
-		MaxBodyBytes:        *maxBody,
-		ShutdownTimeout:     *shutdownTimeout,
-		HSTS:                time.Duration(*hsts) * time.Second,
-		Rewrites:            rw,
-		Mounts:              mounts,
-		AccessLog:           accessLogger,
-		Logger:              log.With("component", "proxy"),
-		Registerer:          reg,
+		Listen:                *listen,
+		HTTPListen:            *httpListen,
+		Upstream:              *upstream,
+		AllowRemoteUpstream:   *allowRemote,
+		GetCertificate:        certMgr.GetCertificate,
+		NextProtos:            certMgr.NextProtos(),
+		WrapHTTP:              certMgr.HTTPHandler,
+		Names:                 certMgr.Names(),
+		TrustedProxies:        trusted,
+		UpstreamTimeout:       *upstreamTimeout,
+		UpstreamWait:          *upstreamWait,
+		MaxUpstreamConns:      *maxUpstreamConns,
+		KeepUnderscoreHeaders: *keepUnderscore,
+		ErrorPages:            *errorPages,
+		IdleTimeout:           *idleTimeout,
+		ReadHeaderTimeout:     *headerTimeout,
+		MaxBodyBytes:          *maxBody,
+		ShutdownTimeout:       *shutdownTimeout,
+		HSTS:                  time.Duration(*hsts) * time.Second,
+		Rewrites:              rw,
+		Mounts:                mounts,
+		AccessLog:             accessLogger,
+		Logger:                log.With("component", "proxy"),
+		Registerer:            reg,
 	})
 	if err != nil {
 		return usageError{err}

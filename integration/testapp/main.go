@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -44,7 +45,29 @@ func main() {
 			os.Exit(1)
 		}
 	}
-	srv := &http.Server{Handler: app, ReadHeaderTimeout: 10 * time.Second}
+	// /-/conns: connections open now, the most ever open at once, and all
+	// accepted, so that tests can see how a proxy uses the app.
+	var mu sync.Mutex
+	var open, peak, total int
+	mux := http.NewServeMux()
+	mux.Handle("/", app)
+	mux.HandleFunc("GET /-/conns", func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		json.NewEncoder(w).Encode(map[string]int{"open": open, "peak": peak, "total": total})
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ConnState: func(_ net.Conn, st http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch st {
+		case http.StateNew:
+			open++
+			total++
+			peak = max(peak, open)
+		case http.StateClosed, http.StateHijacked:
+			open--
+		}
+	}}
 	go srv.Serve(ln)
 	json.NewEncoder(os.Stderr).Encode(map[string]string{"msg": "ready", "addr": ln.Addr().String()})
 

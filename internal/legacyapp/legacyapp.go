@@ -173,7 +173,7 @@ func (a *App) routes() {
 	m.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		writeJSON(w, map[string]any{
-			"method": r.Method, "host": r.Host, "path": r.URL.Path, "query": r.URL.RawQuery,
+			"method": r.Method, "host": r.Host, "path": r.URL.Path, "query": r.URL.RawQuery, "request_uri": r.RequestURI,
 			"proto": r.Proto, "remote_addr": r.RemoteAddr, "header": r.Header, "body_bytes": n,
 			"content_length": r.ContentLength, "transfer_encoding": r.TransferEncoding,
 		})
@@ -254,6 +254,19 @@ func (a *App) routes() {
 			w.Header().Set("Refresh", v)
 		}
 		w.WriteHeader(http.StatusFound)
+	})
+	m.HandleFunc("GET /early-hints", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Add("Link", "</style.css>; rel=preload; as=style")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		io.WriteString(w, "after the hints\n")
+	})
+	// /trailers sends a chunked body with a trailer field announced up front.
+	m.HandleFunc("GET /trailers", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum")
+		io.WriteString(w, "body before the trailer\n")
+		http.NewResponseController(w).Flush()
+		w.Header().Set("X-Checksum", "abc123")
 	})
 	m.HandleFunc("GET /cookie", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Add("Set-Cookie", "session=abc; Path=/; HttpOnly")
