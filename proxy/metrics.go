@@ -136,7 +136,9 @@ const (
 	waitRefused   = "refused"
 )
 
-func (m *metrics) restartWaits(result string) prometheus.Counter { return m.restartWait.WithLabelValues(result) }
+func (m *metrics) restartWaits(result string) prometheus.Counter {
+	return m.restartWait.WithLabelValues(result)
+}
 
 // watchPool exports the pool's gauges.
 func (m *metrics) watchPool(p *pool) {

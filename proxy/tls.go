@@ -27,8 +27,8 @@ func tlsConfig(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error), ext
 		CurvePreferences: []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256, tls.CurveP384},
 		// http/1.0 for clients that offer nothing else (curl --http1.0,
 		// old monitors): without it their handshake fails.
-		NextProtos:       append([]string{"h2", "http/1.1", "http/1.0"}, extraALPN...),
-		GetCertificate:   getCert,
+		NextProtos:     append([]string{"h2", "http/1.1", "http/1.0"}, extraALPN...),
+		GetCertificate: getCert,
 		// VerifyConnection runs on every completed server handshake, with or
 		// without client certificates: it is where successes are counted.
 		VerifyConnection: func(cs tls.ConnectionState) error {
