@@ -85,7 +85,9 @@ func traffic(t *testing.T, client *http.Client, url string) (tally *codeTally, s
 // address the same outrider process serves 200s again.
 func TestFaultAppCrashUnderTraffic(t *testing.T) {
 	skipShort(t)
-	e := startProxy(t, "--access-log=false")
+	// With --upstream-wait off: the 502s are the point here. With it on,
+	// TestAppRestartHoldsRequests shows the same crash answered with 200s.
+	e := startProxy(t, "--access-log=false", "--upstream-wait", "0")
 	pxPid := e.px.cmd.Process.Pid
 	addr := e.app.addr("addr")
 	tally, stop := traffic(t, e.h2, "https://app.example/")

@@ -49,8 +49,9 @@ type exchange struct {
 	hasBody bool
 	small   []byte // the whole body, read ahead; nil when it streams
 
-	mu sync.Mutex // guards c against abort, which runs on another goroutine
-	c  *upConn
+	mu        sync.Mutex // guards c against abort, which runs on another goroutine
+	c         *upConn
+	stopAbort func() bool // unhooks abort from the request's context
 
 	// The body sender: a goroutine copying a streaming body to the app.
 	senderMu    sync.Mutex
@@ -78,14 +79,19 @@ func (h *handler) forward(rw *respWriter, r *http.Request, host, target string) 
 			ex.upgrade = up[0]
 		}
 	}
+	// net/http decides after the handler what to do with an unread body
+	// by the type of r.Body (an Expect: 100-continue body never asked for
+	// closes the connection instead of being read): give it its own back.
+	orig := r.Body
+	defer func() { r.Body = orig }()
 	if err := ex.prepareBody(); err != nil {
 		h.fail(rw, r, err)
 		return
 	}
 	defer ex.releaseBody()
 
-	stop := context.AfterFunc(r.Context(), ex.abort)
-	defer stop()
+	ex.stopAbort = context.AfterFunc(r.Context(), ex.abort)
+	defer ex.stopAbort()
 	ex.run()
 }
 
@@ -140,10 +146,20 @@ func (ex *exchange) releaseBody() {
 }
 
 // replayable reports whether the request can be sent again after a failure
-// before any response byte: nothing of its body was consumed but what is
-// held in small. A stale keep-alive connection is the usual cause.
+// before any response byte, the mark of a keep-alive connection the app
+// had just closed: it is idempotent (RFC 9110 §9.2.2) or carries an
+// Idempotency-Key, and nothing of its body was consumed but what is held
+// in small. A POST without a key is never sent twice: the app may have
+// acted on it before failing.
 func (ex *exchange) replayable() bool {
-	return !ex.hasBody || ex.small != nil
+	if ex.hasBody && ex.small == nil {
+		return false
+	}
+	switch ex.r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return len(ex.r.Header["Idempotency-Key"]) > 0
 }
 
 // run makes the exchange, retrying once on a fresh connection when a reused
@@ -160,7 +176,9 @@ func (ex *exchange) run() {
 		ex.setConn(c)
 		head, err := ex.roundTrip(deadline)
 		if err != nil {
-			ex.finishSender()
+			if ex.hasBody && ex.small == nil {
+				ex.finishSender() // stop a body still streaming to the failed connection
+			}
 			ex.setConn(nil)
 			h.pool.discard(c)
 			if stale(err) && c.reused && attempt == 0 && ex.replayable() && r.Context().Err() == nil {
@@ -402,7 +420,10 @@ func (ex *exchange) relay(head *respHead) {
 	}
 	senderOK := ex.finishSender()
 	ex.setConn(nil)
-	if err != nil || !senderOK {
+	// A client gone at the last moment has had the connection's deadlines
+	// set in the past: it cannot go back to the pool then.
+	aborted := !ex.stopAbort()
+	if err != nil || !senderOK || aborted {
 		// Mid-body failure, a body the app did not wait for, or one it
 		// never asked for: the connection's framing is in doubt.
 		h.pool.discard(c)

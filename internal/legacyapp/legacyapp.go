@@ -170,14 +170,8 @@ func (a *App) routes() {
 		defer a.mu.Unlock()
 		writeJSON(w, a.seen)
 	})
-	m.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		writeJSON(w, map[string]any{
-			"method": r.Method, "host": r.Host, "path": r.URL.Path, "query": r.URL.RawQuery, "request_uri": r.RequestURI,
-			"proto": r.Proto, "remote_addr": r.RemoteAddr, "header": r.Header, "body_bytes": n,
-			"content_length": r.ContentLength, "transfer_encoding": r.TransferEncoding,
-		})
-	})
+	m.HandleFunc("/echo/", a.echo)
+	m.HandleFunc("/echo", a.echo)
 	m.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
 		h := sha256.New()
 		n, err := io.Copy(h, r.Body)
@@ -300,6 +294,16 @@ func (a *App) routes() {
 				return
 			}
 		}
+	})
+}
+
+// echo reports the request as the app received it.
+func (a *App) echo(w http.ResponseWriter, r *http.Request) {
+	n, _ := io.Copy(io.Discard, r.Body)
+	writeJSON(w, map[string]any{
+		"method": r.Method, "host": r.Host, "path": r.URL.Path, "query": r.URL.RawQuery, "request_uri": r.RequestURI,
+		"proto": r.Proto, "remote_addr": r.RemoteAddr, "header": r.Header, "body_bytes": n,
+		"content_length": r.ContentLength, "transfer_encoding": r.TransferEncoding,
 	})
 }
 
