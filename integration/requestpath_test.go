@@ -403,7 +403,9 @@ func TestRequestEdgeCases(t *testing.T) {
 			t.Errorf("OPTIONS *: %d, want 200 from outrider", resp.StatusCode)
 		}
 		_, body := raw(t, nil, "GET https://app.example/echo?x=1;y=2 HTTP/1.1\r\nHost: app.example\r\n\r\n")
-		var got struct{ RequestURI string `json:"request_uri"` }
+		var got struct {
+			RequestURI string `json:"request_uri"`
+		}
 		json.Unmarshal([]byte(body), &got)
 		if got.RequestURI != "/echo?x=1;y=2" {
 			t.Errorf("absolute-form reached the app as %q, want origin-form /echo?x=1;y=2", got.RequestURI)
