@@ -33,7 +33,10 @@ func runPreflight(ctx context.Context, args []string, stdout, _ io.Writer) error
 	fs := newFlagSet("outrider preflight", "Check, before any ACME order, that each --domain resolves and that the\n"+
 		"CA's ports 80 (HTTP-01) and 443 (TLS-ALPN-01) reach this host. Run it where\n"+
 		"outrider proxy will run, while the proxy is stopped: it binds the same addresses.")
-	domains := newListFlag(fs, "domain", "`name` to check (repeatable)")
+	// The proxy's own flags, with the proxy's twins: run preflight with the
+	// proxy's environment and it checks what the proxy will do.
+	fs.share("domain", "listen", "http-listen")
+	domains := newListFlag(fs, "domain", "`name` to check")
 	httpListen := fs.String("http-listen", ":80", "plain-HTTP `address` outrider proxy will listen on; empty skips the HTTP-01 check")
 	listen := fs.String("listen", ":443", "HTTPS `address` outrider proxy will listen on; empty skips the TLS-ALPN-01 check")
 	httpPort := fs.Int("http-port", 80, "`port` the CA dials for HTTP-01 (differs from --http-listen behind port forwarding); 0: the port bound by --http-listen")
@@ -43,7 +46,7 @@ func runPreflight(ctx context.Context, args []string, stdout, _ io.Writer) error
 		return err
 	}
 	if len(domains.values) == 0 {
-		return usageError{errors.New("outrider preflight: give at least one --domain")}
+		return usageError{errors.New("give at least one --domain")}
 	}
 	token := make([]byte, 16)
 	rand.Read(token)

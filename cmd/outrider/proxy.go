@@ -16,6 +16,13 @@ import (
 )
 
 func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return proxyMain(ctx, args, stdout, stderr, nil)
+}
+
+// proxyMain is `outrider proxy`. onListening, if not nil, is called with
+// the bound HTTPS and admin addresses once every listener is open (the
+// demo prints its instructions only then).
+func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onListening func(httpsAddr, adminAddr string)) error {
 	fs := newFlagSet("outrider proxy", "HTTPS-terminating reverse proxy in front of a localhost-only app.\n"+
 		"Certificates come from exactly one source: ACME (--domain), static files (--cert/--key)\n"+
 		"or the internal CA (--tls-internal, the default when neither is given).")
@@ -29,7 +36,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	idleTimeout := durationFlag(fs, "idle-timeout", 5*time.Minute, "close a connection, body, WebSocket or stream silent this long in both directions")
 	headerTimeout := durationFlag(fs, "header-timeout", 10*time.Second, "longest time a client may take to send a request's headers (slowloris)")
 	maxBody := fs.Int64("max-body-bytes", 0, "largest request body in `bytes` passed to the app (413 beyond it); 0 means unlimited")
-	hsts := fs.Int("hsts", 0, "Strict-Transport-Security max-age in `seconds`; 0 turns it off")
+	hsts := secondsVar(fs, "hsts", 0, "31536000 is one year", "Strict-Transport-Security max-age in seconds; 0 turns it off")
 	shutdownTimeout := durationFlag(fs, "shutdown-timeout", 30*time.Second, "how long SIGTERM/SIGINT waits for in-flight requests")
 	rewrites := newListFlag(fs, "legacy-rewrites", "legacy-app fixes: location (Location/Refresh to https), cookie (Set-Cookie Secure), destination (WebDAV); empty turns all off",
 		"location", "cookie", "destination")
@@ -45,9 +52,6 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	log, err := lf.parse(fs, args, stdout, stderr)
 	if err != nil {
 		return err
-	}
-	if *hsts < 0 {
-		return usageError{fmt.Errorf("invalid value %d for flag --hsts: must not be negative", *hsts)}
 	}
 	// Check the upstream before anything logs or touches storage.
 	if _, err := proxy.ParseUpstream(*upstream, *allowRemote); err != nil {
@@ -74,7 +78,11 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usageError{err}
 		}
 	}
-	certMgr, err := certs.New(cf.config(log.With("component", "certs"), reg))
+	certCfg := cf.config(log.With("component", "certs"), reg)
+	if err := checkStorage(certCfg); err != nil {
+		return err
+	}
+	certMgr, err := certs.New(certCfg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -90,7 +98,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	if *withTop {
-		if top, err = newProxyTop(log, reg, *topTokenFile); err != nil {
+		if top, err = newProxyTop(log, *topTokenFile); err != nil {
 			return err
 		}
 		if *topPublic {
@@ -137,7 +145,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Pprof:    *pprof,
 		Logger:   log.With("component", "admin"),
 		Checks: []admin.Check{
-			{Name: "certificate", Func: certMgr.Ready},
+			{Name: "certificate", Func: certificateCheck(certMgr, !certCfg.DisableHTTPChallenge || !certCfg.DisableTLSALPNChallenge)},
 			{Name: "upstream", Func: srv.CheckUpstream},
 		},
 	})
@@ -162,17 +170,22 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	if err := srv.Listen(); err != nil {
-		return err
+		return listenAdvice(err, "--listen or --http-listen")
 	}
 	if err := adm.Listen(); err != nil {
-		return err
+		return listenAdvice(err, "--admin-listen")
 	}
 	if *sandbox {
 		if err := restrictFiles(log, sandboxed); err != nil {
 			return err
 		}
 	}
-	log.Info("ready", "https_addr", srv.Addr(), "http_addr", srv.HTTPAddr(), "admin_addr", adm.Addr(), "upstream", *upstream)
+	// "listening", not "ready": /readyz decides readiness, and its changes
+	// are logged as they happen.
+	log.Info("listening", "https_addr", srv.Addr(), "http_addr", srv.HTTPAddr(), "admin_addr", adm.Addr(), "upstream", *upstream)
+	if onListening != nil {
+		onListening(srv.Addr(), adm.Addr())
+	}
 	err = serve(ctx, log, adm, services...)
 	if err == nil {
 		log.Info("stopped")
