@@ -123,7 +123,7 @@ func TestEnvTwinsDoNotCollide(t *testing.T) {
 	if len(users) < 50 {
 		t.Fatalf("found only %d env twins in the help texts; the pattern is stale", len(users))
 	}
-	same := regexp.MustCompile(`^OUTRIDER_(LOG_FORMAT|LOG_LEVEL|ETCD_[A-Z_]+|STORAGE|DOMAIN|LISTEN|HTTP_LISTEN)$`)
+	same := regexp.MustCompile(`^OUTRIDER_(LOG_FORMAT|LOG_LEVEL|ETCD_[A-Z_]+|STORAGE|DOMAIN|LISTEN|HTTP_LISTEN|ACME_DIRECTORY)$`)
 	for env, us := range users {
 		if len(us) < 2 || same.MatchString(env) {
 			continue
