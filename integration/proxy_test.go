@@ -911,6 +911,21 @@ func TestTopOnPublicListener(t *testing.T) {
 	if code, _, _ := get(t, e.h2, "https://app.example/top"); code != http.StatusUnauthorized {
 		t.Errorf("/top without the token = %d, want 401", code)
 	}
+	// Issue #12: the per-process series name every busy process; /top
+	// guards them with its token, so the admin /metrics must not carry them.
+	if _, body, _ := get(t, plainClient, "http://"+e.admin+"/metrics"); strings.Contains(body, "outrider_top_") {
+		t.Errorf("admin /metrics carries /top series:\n%s", grepLines(body, "outrider_top_process"))
+	}
+	if code, _, _ := get(t, plainClient, "http://"+e.admin+"/top/metrics"); code != http.StatusUnauthorized {
+		t.Errorf("/top/metrics without the token = %d, want 401", code)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		code, body, _ := get(t, plainClient, "http://"+e.admin+"/top/metrics", "Authorization", "Bearer s3cret-token")
+		if code != 200 || !strings.Contains(body, "outrider_top_process_cpu_seconds_total{") {
+			return fmt.Errorf("/top/metrics with the token = %d without per-process series", code)
+		}
+		return nil
+	})
 	// Paths that only start with /top still belong to the app.
 	var got echo
 	if getJSON(t, e.h1, "https://app.example/echo", &got); got.Path != "/echo" {
