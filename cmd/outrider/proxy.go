@@ -156,6 +156,9 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 		status["configsync"] = func() any { return syncer.Status() }
 	}
 	adm.Handle("GET /status", statusHandler(status))
+	drain := newDrainer()
+	adm.Handle("GET /drain", drain)
+	adm.Handle("POST /drain", drain)
 
 	services := []service{
 		{name: "certs", run: certMgr.Run, reload: certMgr.Reload},
@@ -186,7 +189,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	if onListening != nil {
 		onListening(srv.Addr(), adm.Addr())
 	}
-	err = serve(ctx, log, adm, services...)
+	err = serveDrainable(ctx, log, adm, drain, services...)
 	if err == nil {
 		log.Info("stopped")
 	}
