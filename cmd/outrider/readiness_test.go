@@ -3,15 +3,20 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/outrider-dev/outrider/certs"
+	"github.com/outrider-dev/outrider/internal/admin"
+	"github.com/outrider-dev/outrider/internal/testcert"
 )
 
 // Issue #12: behind a Service the CA's validation reaches only ready pods,
@@ -82,5 +87,41 @@ func TestCheckStorage(t *testing.T) {
 	err := checkStorage(certs.Config{Storage: filepath.Join(ro, "outrider")})
 	if err == nil || !strings.Contains(err.Error(), "not running as root") || !strings.Contains(err.Error(), "--storage $HOME/.local/share/outrider") {
 		t.Errorf("checkStorage(read-only parent) = %v, want the non-root hint", err)
+	}
+}
+
+// Issue #12: a --cert close to expiry keeps the pod ready (it still
+// serves) but /readyz says why an operator should look; an expired one is
+// not ready.
+func TestCertificateCheckWarnsNearExpiry(t *testing.T) {
+	ca := testcert.NewCA(t)
+	dir := t.TempDir()
+	certPEM, keyPEM := ca.Leaf(t, time.Now().Add(90*24*time.Hour), "a.example")
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	os.WriteFile(certFile, certPEM, 0o600)
+	os.WriteFile(keyFile, keyPEM, 0o600)
+	var offset atomic.Int64
+	m, err := certs.New(certs.Config{CertFile: certFile, KeyFile: keyFile,
+		Now: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := admin.New(admin.Config{Checks: []admin.Check{{Name: "certificate", Func: certificateCheck(m, false)}}})
+	readyz := func() (int, string) {
+		m.Reload(t.Context()) // as SIGHUP would; the answer is computed at request time anyway
+		rec := httptest.NewRecorder()
+		adm.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := readyz(); code != 200 || body != "ok\n" {
+		t.Errorf("/readyz with 90 days left = %d %q, want a plain ok", code, body)
+	}
+	offset.Store(int64(89 * 24 * time.Hour))
+	if code, body := readyz(); code != 200 || !strings.Contains(body, "warning: certificate: a.example: certificate expires soon") {
+		t.Errorf("/readyz a day before expiry = %d %q, want 200 with a warning", code, body)
+	}
+	offset.Store(int64(91 * 24 * time.Hour))
+	if code, body := readyz(); code != 503 || !strings.Contains(body, "expired") {
+		t.Errorf("/readyz after expiry = %d %q, want 503", code, body)
 	}
 }
