@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -19,45 +17,9 @@ func TestDrainBeforeTheAppStops(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
 	e := startProxy(t)
-	type result struct {
-		code int
-		body string
-		err  error
-		at   time.Time
-	}
-	slow := make(chan result, 1)
-	go func() {
-		resp, err := e.h2.Get("https://app.example/slow?delay=1s")
-		if err != nil {
-			slow <- result{err: err}
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		slow <- result{code: resp.StatusCode, body: string(b), at: time.Now()}
-	}()
-	waitFor(t, 10*time.Second, func() error {
-		var seen []struct{ Path string }
-		getJSON(t, plainClient, "http://"+e.app.addr("addr")+"/-/seen", &seen)
-		for _, s := range seen {
-			if s.Path == "/slow" {
-				return nil
-			}
-		}
-		return fmt.Errorf("app has not seen /slow")
-	})
-
-	drained := make(chan result, 1)
-	go func() {
-		resp, err := plainClient.Get("http://" + e.admin + "/drain?delay=500ms")
-		if err != nil {
-			drained <- result{err: err}
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		drained <- result{code: resp.StatusCode, body: string(b), at: time.Now()}
-	}()
+	slow := getAsync(e.h2, "https://app.example/slow?delay=1s")
+	e.waitAppSaw(t, "/slow")
+	drained := getAsync(plainClient, "http://"+e.admin+"/drain?delay=500ms")
 	e.px.waitLog(10*time.Second, "drain requested")
 	if code, _, _ := get(t, plainClient, "http://"+e.admin+"/readyz"); code != 503 {
 		t.Errorf("/readyz during the drain delay = %d, want 503", code)

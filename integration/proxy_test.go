@@ -52,6 +52,45 @@ func startProxy(t *testing.T, extra ...string) *proxyEnv {
 	return e
 }
 
+// response is the outcome of a request made in the background.
+type response struct {
+	code int
+	body string
+	err  error
+	at   time.Time // when the body was read
+}
+
+// getAsync GETs url with c in the background.
+func getAsync(c *http.Client, url string) <-chan response {
+	out := make(chan response, 1)
+	go func() {
+		resp, err := c.Get(url)
+		if err != nil {
+			out <- response{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		out <- response{code: resp.StatusCode, body: string(b), at: time.Now()}
+	}()
+	return out
+}
+
+// waitAppSaw waits until the app has received a request for path.
+func (e *proxyEnv) waitAppSaw(t *testing.T, path string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, func() error {
+		var seen []struct{ Path string }
+		getJSON(t, plainClient, "http://"+e.app.addr("addr")+"/-/seen", &seen)
+		for _, s := range seen {
+			if s.Path == path {
+				return nil
+			}
+		}
+		return fmt.Errorf("app has not seen %s", path)
+	})
+}
+
 // echo is what the testapp's /echo reports.
 type echo struct {
 	Method           string              `json:"method"`
@@ -714,33 +753,9 @@ func TestStaticCertReload(t *testing.T) {
 func TestShutdownDrainsInFlight(t *testing.T) {
 	skipShort(t)
 	e := startProxy(t)
-	type result struct {
-		code int
-		body string
-		err  error
-	}
-	res := make(chan result, 1)
-	go func() {
-		resp, err := e.h2.Get("https://app.example/slow?delay=2s")
-		if err != nil {
-			res <- result{err: err}
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		res <- result{code: resp.StatusCode, body: string(b)}
-	}()
+	res := getAsync(e.h2, "https://app.example/slow?delay=2s")
 	// Wait until the app has the request, then ask outrider to stop.
-	waitFor(t, 10*time.Second, func() error {
-		var seen []struct{ Path string }
-		getJSON(t, plainClient, "http://"+e.app.addr("addr")+"/-/seen", &seen)
-		for _, s := range seen {
-			if s.Path == "/slow" {
-				return nil
-			}
-		}
-		return fmt.Errorf("app has not seen /slow")
-	})
+	e.waitAppSaw(t, "/slow")
 	e.px.signal(syscall.SIGTERM)
 	e.px.waitLog(10*time.Second, "shutting down")
 	if code, _, _ := get(t, plainClient, "http://"+e.admin+"/readyz"); code != 503 {
