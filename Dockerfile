@@ -1,7 +1,11 @@
 # syntax=docker/dockerfile:1
 # outrider: one static binary in a distroless, non-root image.
 #
-#   docker build --build-arg VERSION=v1.2.3 -t outrider:v1.2.3 .
+#   docker build --build-arg VERSION=$(git describe --tags --always) \
+#     --build-arg COMMIT=$(git rev-parse HEAD) -t outrider:v1.2.3 .
+#
+# The build context has no .git (and -buildvcs=false), so Go cannot stamp
+# the commit itself: COMMIT does, and `outrider version` reports it.
 #
 # Stage 1 builds with CGO off, so the binary needs no libc; stage 2 is
 # distroless "static" (CA certificates, tzdata, /etc/passwd with the
@@ -14,9 +18,10 @@ COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 ARG VERSION=dev
+ARG COMMIT=unknown
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=linux go build -trimpath -buildvcs=false \
-      -ldflags "-s -w -X main.version=${VERSION}" \
+      -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
       -o /out/outrider ./cmd/outrider
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,18 +18,23 @@ import (
 )
 
 // staticSource serves one certificate from PEM files and swaps it when the
-// files change. A broken replacement keeps the last good certificate.
+// files change. A broken replacement keeps the last good certificate. Its
+// names are kept by the same tracker as ACME and internal certificates, so
+// expiry, renewal due, degraded and issuer read the same on /status and
+// /metrics whatever the source.
 type staticSource struct {
 	certFile, keyFile string
 	interval          time.Duration
 	log               *slog.Logger
 	metrics           *metrics
+	track             *tracker
 	now               func() time.Time
 
 	cert atomic.Pointer[tls.Certificate]
 
-	mu      sync.Mutex // serializes loads; guards sum and lastErr
+	mu      sync.Mutex // serializes loads; guards sum, names and lastErr
 	sum     [32]byte   // hash of the loaded cert and key bytes
+	names   []string   // names of the loaded certificate, as tracked
 	lastErr error
 }
 
@@ -37,6 +43,7 @@ func newStaticSource(cfg Config, m *metrics) (*staticSource, error) {
 		certFile: cfg.CertFile, keyFile: cfg.KeyFile,
 		interval: cfg.CheckInterval,
 		log:      cfg.Logger, metrics: m, now: cfg.Now,
+		track: newTracker("file", cfg, m),
 	}
 	if _, err := s.load(); err != nil {
 		return nil, err
@@ -80,17 +87,23 @@ func (s *staticSource) load() (changed bool, err error) {
 	s.sum, s.lastErr = sum, nil
 	s.cert.Store(&cert)
 	s.metrics.reloads.WithLabelValues("success").Inc()
-	s.metrics.expiry.Reset()
-	for _, n := range certNames(leaf.DNSNames, leaf.IPAddresses, leaf.Subject.CommonName) {
-		s.metrics.expiry.WithLabelValues(n).Set(float64(leaf.NotAfter.Unix()))
+	names := certNames(leaf.DNSNames, leaf.IPAddresses, leaf.Subject.CommonName)
+	for _, n := range s.names {
+		if !slices.Contains(names, n) {
+			s.track.forget(n) // the new file no longer covers it
+		}
 	}
-	attrs := []any{"file", s.certFile, "names", certNames(leaf.DNSNames, leaf.IPAddresses, leaf.Subject.CommonName),
-		"not_after", leaf.NotAfter.UTC().Format(time.RFC3339)}
+	s.names = names
+	for _, n := range names {
+		s.track.served(n, leaf)
+	}
+	attrs := []any{"file", s.certFile, "names", names, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339)}
 	if s.now().After(leaf.NotAfter) {
 		s.log.Warn("certificate loaded but already expired", attrs...)
 	} else {
 		s.log.Info("certificate loaded", attrs...)
 	}
+	s.track.check() // after the load line: a warning for it follows it
 	return true, nil
 }
 
@@ -109,34 +122,25 @@ func (s *staticSource) reload(context.Context) error {
 }
 
 func (s *staticSource) ready() error {
-	c := s.cert.Load()
-	if c == nil {
+	if s.cert.Load() == nil {
 		return ErrNoCertificate
 	}
-	if s.now().After(c.Leaf.NotAfter) {
-		return fmt.Errorf("certificate %s expired at %s", s.certFile, c.Leaf.NotAfter.UTC().Format(time.RFC3339))
-	}
-	return nil
+	return s.track.readyErr()
 }
 
+// status lists the certificate's names as the tracker knows them, with the
+// last failed reload, if any, as their error.
 func (s *staticSource) status() []Status {
-	c := s.cert.Load()
-	if c == nil {
-		return nil
-	}
 	s.mu.Lock()
 	lastErr := s.lastErr
 	s.mu.Unlock()
-	st := Status{
-		Names:    certNames(c.Leaf.DNSNames, c.Leaf.IPAddresses, c.Leaf.Subject.CommonName),
-		Source:   "file",
-		Issuer:   c.Leaf.Issuer.String(),
-		NotAfter: c.Leaf.NotAfter,
-	}
+	out := s.track.status()
 	if lastErr != nil {
-		st.LastError = lastErr.Error()
+		for i := range out {
+			out[i].LastError = lastErr.Error()
+		}
 	}
-	return []Status{st}
+	return out
 }
 
 // run watches the directories holding the files, because editors, cp and the
@@ -158,4 +162,5 @@ func (s *staticSource) reloadQuiet(ctx context.Context) {
 	if err := s.reload(ctx); err != nil && s.cert.Load() == nil {
 		s.log.Error("certificate load failed", "file", s.certFile, "err", err)
 	}
+	s.track.check() // an unchanged file still comes closer to its expiry
 }

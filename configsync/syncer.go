@@ -33,15 +33,40 @@ type Syncer struct {
 	rejected string    // hash of the last version refused (validate, health)
 	desired  *Snapshot // the latest snapshot from the source
 	retry    *backoff  // for versions whose notify failed
+	// unconfirmed: the applied version is live but the app has not yet
+	// been told about it and found healthy (at pod start the app is usually
+	// not up when the first version lands). Run retries the notify.
+	unconfirmed bool
 
 	mu sync.Mutex
 	st Status
 }
 
+// States of a Syncer, the values of Status.State.
+const (
+	// StateWaiting: no version is live in Dir yet.
+	StateWaiting = "waiting"
+	// StateVerifying: a version was just made live; the app is being
+	// notified and its health checked. AppliedVersion is that version.
+	StateVerifying = "verifying"
+	// StateNotifyPending: a version is live but the app could not be told
+	// (usually: not up yet) and there is no earlier version to go back to;
+	// the notify is retried with back-off, then health is checked.
+	StateNotifyPending = "notify_pending"
+	// StateUnhealthy: the live version failed its health check and there
+	// was no earlier version to roll back to.
+	StateUnhealthy = "unhealthy"
+	// StateInSync: the live version passed notify and health (or was
+	// restored or adopted at start).
+	StateInSync = "in_sync"
+)
+
 // Status is the /status view of a Syncer.
 type Status struct {
-	Source          string     `json:"source"`
-	Dir             string     `json:"dir"`
+	Source string `json:"source"`
+	Dir    string `json:"dir"`
+	// State is one of the State* constants.
+	State           string     `json:"state"`
 	DesiredVersion  string     `json:"desired_version,omitempty"`
 	AppliedVersion  string     `json:"applied_version,omitempty"`
 	AppliedHash     string     `json:"applied_hash,omitempty"`
@@ -102,7 +127,7 @@ func NewWithSource(cfg Config, src Source) (*Syncer, error) {
 		return nil, fmt.Errorf("configsync: registering metrics: %w", err)
 	}
 	s.m = m
-	s.st = Status{Source: src.String(), Dir: s.lay.dir}
+	s.st = Status{Source: src.String(), Dir: s.lay.dir, State: StateWaiting}
 	return s, nil
 }
 
@@ -181,6 +206,18 @@ func (s *Syncer) Run(ctx context.Context) error {
 		delay = min(delay, time.Until(firstPending.Add(10*s.cfg.Debounce)))
 		timer.Reset(max(delay, 0))
 	}
+	// retryLater tries snap again after the back-off delay, which the
+	// debounce cap must not shorten; a new version arriving meanwhile is
+	// still applied after the ordinary debounce.
+	retryLater := func(snap *Snapshot) {
+		delay := s.retry.failure()
+		s.log.Info("the app could not be told; retrying", "version", snap.DisplayVersion(), "retry_in_seconds", delay.Seconds())
+		pending, firstPending = snap, time.Now().Add(delay)
+		timer.Reset(delay)
+	}
+	if s.unconfirmed && s.applied != nil {
+		retryLater(s.applied) // restored at start, but the app did not answer
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -207,6 +244,8 @@ func (s *Syncer) Run(ctx context.Context) error {
 			}
 			if snap = s.handleFetch(snap, err); snap != nil {
 				schedule(snap, 0)
+			} else if s.unconfirmed && s.applied != nil {
+				schedule(s.applied, 0) // and tell the app now, not after the back-off
 			}
 		case <-timer.C:
 			snap := pending
@@ -215,7 +254,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 				continue
 			}
 			if res, _ := s.sync(ctx, snap); res == ResultNotifyFailed && ctx.Err() == nil {
-				schedule(snap, s.retry.failure())
+				retryLater(snap)
 			}
 		case <-drift:
 			s.checkDrift(ctx)
@@ -239,7 +278,12 @@ func (s *Syncer) RunOnce(ctx context.Context) error {
 		}
 		return nil
 	}
-	_, err = s.sync(ctx, snap)
+	if _, err = s.sync(ctx, snap); err != nil && s.Status().State == StateNotifyPending {
+		// An init container runs before the app: the files are live and
+		// the app reads them when it starts.
+		s.log.Warn("the app could not be told; it reads the files when it starts", "err", err)
+		return nil
+	}
 	return err
 }
 
@@ -285,6 +329,8 @@ func (s *Syncer) handleFetch(snap *Snapshot, err error) *Snapshot {
 	s.mu.Unlock()
 	h := snap.Hash()
 	switch {
+	case s.applied != nil && h == s.applied.Hash() && s.unconfirmed:
+		return nil // live; the notify retry under way will confirm it
 	case s.applied != nil && h == s.applied.Hash():
 		s.record(ResultUnchanged, nil)
 		return nil
@@ -313,7 +359,11 @@ func (s *Syncer) sync(ctx context.Context, snap *Snapshot) (string, error) {
 func (s *Syncer) transact(ctx context.Context, snap *Snapshot) (string, error) {
 	version, hash := snap.DisplayVersion(), snap.Hash()
 	if s.applied != nil && hash == s.applied.Hash() {
-		return ResultUnchanged, nil
+		if !s.unconfirmed {
+			return ResultUnchanged, nil
+		}
+		// Live, but the app was never told: tell it now (Issue #12).
+		return s.confirm(ctx, snap, nil)
 	}
 	if err := errors.Join(snap.check(), s.lay.checkTargets(snap)); err != nil {
 		s.rejected = hash
@@ -359,16 +409,31 @@ func (s *Syncer) transact(ctx context.Context, snap *Snapshot) (string, error) {
 		s.log.Warn("tidying up after the swap", "err", err)
 	}
 	prev := s.applied
+	if s.unconfirmed {
+		prev = nil // never confirmed by the app: nothing to roll back to
+	}
 	s.setApplied(snap)
 	s.log.Info("version live", "version", version, "files", len(snap.Files), "duration_seconds", time.Since(start).Seconds()+applyTime.Seconds())
+	return s.confirm(ctx, snap, prev)
+}
 
+// confirm tells the app about the live version snap, waits for it to be
+// healthy and then records snap as the last good version. On failure it
+// rolls back to prev; with no prev (the first version after start) a
+// failed notify leaves snap live and unconfirmed, for Run to retry.
+func (s *Syncer) confirm(ctx context.Context, snap, prev *Snapshot) (string, error) {
+	version, hash := snap.DisplayVersion(), snap.Hash()
+	s.unconfirmed = true
+	s.setState(StateVerifying)
 	if err := s.notifyAll(ctx); err != nil {
 		if ctx.Err() != nil {
 			return ResultNotifyFailed, err
 		}
 		if prev != nil {
 			s.rollback(ctx, prev, snap, "notify failed")
+			return ResultNotifyFailed, err
 		}
+		s.setState(StateNotifyPending)
 		return ResultNotifyFailed, err
 	}
 	if err := s.waitHealthy(ctx); err != nil {
@@ -378,6 +443,8 @@ func (s *Syncer) transact(ctx context.Context, snap *Snapshot) (string, error) {
 		s.rejected = hash
 		s.markRejected(version)
 		if prev == nil {
+			s.unconfirmed = false // told, and found unhealthy: retrying would not help
+			s.setState(StateUnhealthy)
 			s.log.Error("app unhealthy after reload and no previous version to roll back to; keeping this one", "version", version, "err", err)
 			return ResultUnhealthy, err
 		}
@@ -387,6 +454,8 @@ func (s *Syncer) transact(ctx context.Context, snap *Snapshot) (string, error) {
 	if err := s.state.save(snap, s.cfg.Now()); err != nil {
 		s.log.Error("saving last good version", "err", err)
 	}
+	s.unconfirmed = false
+	s.setState(StateInSync)
 	s.retry.success()
 	s.log.Info("applied", "version", version, "files", len(snap.Files))
 	return ResultApplied, nil
@@ -415,6 +484,8 @@ func (s *Syncer) rollback(ctx context.Context, prev, bad *Snapshot, why string) 
 		s.log.Error("rollback failed: the refused version is still live", "version", bad.DisplayVersion(), "err", err)
 		return
 	}
+	s.unconfirmed = false // prev passed before
+	s.setState(StateInSync)
 	s.log.Warn("rolled back", "reason", why, "from_version", bad.DisplayVersion(), "to_version", prev.DisplayVersion())
 	if err := s.notifyAll(ctx); err != nil {
 		s.log.Error("notifying the app after rollback", "err", err)
@@ -485,6 +556,7 @@ func (s *Syncer) restore(ctx context.Context) error {
 	case good != nil && live != nil && live.Hash() == good.Hash() && linksOK:
 		s.setApplied(good)
 		s.setAppliedAt(at)
+		s.setState(StateInSync)
 		s.log.Info("last good version is live", "version", good.DisplayVersion())
 	case good != nil:
 		if err := s.put(ctx, good); err != nil {
@@ -492,7 +564,12 @@ func (s *Syncer) restore(ctx context.Context) error {
 		}
 		s.log.Info("restored last good version", "version", good.DisplayVersion())
 		if err := s.notifyAll(ctx); err != nil {
+			// Usually the app is not up yet; Run retries with back-off.
 			s.log.Warn("notifying the app after restore", "err", err)
+			s.unconfirmed = true
+			s.setState(StateNotifyPending)
+		} else {
+			s.setState(StateInSync)
 		}
 	case live != nil && len(live.Files) > 0:
 		if !linksOK {
@@ -501,6 +578,7 @@ func (s *Syncer) restore(ctx context.Context) error {
 			}
 		}
 		s.setApplied(live)
+		s.setState(StateInSync)
 		s.log.Info("adopted the version found in dir", "version", live.DisplayVersion())
 	}
 	return nil
@@ -525,6 +603,12 @@ func (s *Syncer) setAppliedAt(at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.st.AppliedAt = &at
+}
+
+func (s *Syncer) setState(state string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.State = state
 }
 
 func (s *Syncer) markRejected(version string) {

@@ -78,20 +78,28 @@ func (a *configAPI) fail(status int) {
 	a.status = status
 }
 
-// appStub counts reload notifications and answers health by a flag.
+// appStub counts reload notifications and answers health by a flag; while
+// down it answers 503 to everything, as an app still starting would.
 type appStub struct {
 	reloads   atomic.Int64
+	healthz   atomic.Int64
 	unhealthy atomic.Bool
+	down      atomic.Bool
 	srv       *httptest.Server
 }
 
 func newAppStub(t *testing.T) *appStub {
 	a := &appStub{}
 	a.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.down.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
 		switch r.URL.Path {
 		case "/-/reload":
 			a.reloads.Add(1)
 		case "/healthz":
+			a.healthz.Add(1)
 			if a.unhealthy.Load() {
 				http.Error(w, "bad", http.StatusInternalServerError)
 			}
@@ -301,6 +309,85 @@ func TestSyncerRestoresLastGoodAtStart(t *testing.T) {
 	waitUntil(t, func() bool { return h2.syncer.Status().AppliedVersion == "v1" })
 	if got := h2.file("app.conf"); got != "good\n" {
 		t.Errorf("app.conf = %q, want the last good version", got)
+	}
+}
+
+// Issue #12: at pod start the app is not up when the first version lands.
+// The version goes live (so the app finds its files when it starts), the
+// notify is retried with back-off until the app answers, then health is
+// checked and the version recorded as last good.
+func TestSyncerRetriesFirstNotifyUntilAppAnswers(t *testing.T) {
+	api, app := newConfigAPI(t), newAppStub(t)
+	api.set("v1", map[string]string{"app.conf": "greeting=hi\n"})
+	app.down.Store(true)
+	cfg := testConfig(t, api, app)
+	cfg.HealthURL = app.srv.URL + "/healthz"
+	h := startSyncer(t, cfg)
+	waitUntil(t, func() bool {
+		st := h.syncer.Status()
+		return st.State == StateNotifyPending && st.LastResult == ResultNotifyFailed
+	})
+	if got := h.file("app.conf"); got != "greeting=hi\n" {
+		t.Errorf("app.conf = %q while the app is down, want v1 live", got)
+	}
+	if err := h.syncer.Ready(t.Context()); err != nil {
+		t.Errorf("Ready() = %v while the notify is pending, want nil (the app must be able to start)", err)
+	}
+	if _, err := os.Stat(filepath.Join(h.state, lastGoodName)); err == nil {
+		t.Error("v1 saved as last good before the app confirmed it")
+	}
+	app.down.Store(false)
+	h.waitApplied("v1")
+	if st := h.syncer.Status(); st.State != StateInSync || st.LastError != "" {
+		t.Errorf("status after the app came up = %+v, want in_sync without an error", st)
+	}
+	if app.reloads.Load() != 1 || app.healthz.Load() < 2 {
+		t.Errorf("reloads = %d, health checks = %d; want 1 and at least 2", app.reloads.Load(), app.healthz.Load())
+	}
+	if good, _, err := h.syncer.state.load(); err != nil || good == nil || good.Version != "v1" {
+		t.Errorf("last good = %v, %v; want v1", good, err)
+	}
+}
+
+// Issue #12: a last good version restored at start is announced to an app
+// that is not up yet by the same retry.
+func TestSyncerRetriesNotifyAfterRestore(t *testing.T) {
+	api, app := newConfigAPI(t), newAppStub(t)
+	api.set("v1", map[string]string{"app.conf": "good\n"})
+	cfg := testConfig(t, api, app)
+	h := startSyncer(t, cfg)
+	h.waitApplied("v1")
+	h.stop()
+
+	os.Remove(filepath.Join(cfg.Dir, "app.conf"))
+	api.fail(http.StatusBadGateway)
+	app.down.Store(true)
+	h2 := startSyncer(t, cfg)
+	waitUntil(t, func() bool { return h2.syncer.Status().State == StateNotifyPending })
+	n := app.reloads.Load()
+	app.down.Store(false)
+	waitUntil(t, func() bool { return h2.syncer.Status().State == StateInSync && app.reloads.Load() > n })
+}
+
+// Issue #12: while the app's health is being checked, /status says so.
+func TestSyncerStatusVerifyingDuringHealthWindow(t *testing.T) {
+	api, app := newConfigAPI(t), newAppStub(t)
+	api.set("v1", map[string]string{"app.conf": "one\n"})
+	cfg := testConfig(t, api, app)
+	cfg.HealthURL = app.srv.URL + "/healthz"
+	cfg.HealthTimeout = 5 * time.Second
+	h := startSyncer(t, cfg)
+	h.waitApplied("v1")
+	app.unhealthy.Store(true)
+	api.set("v2", map[string]string{"app.conf": "two\n"})
+	waitUntil(t, func() bool {
+		st := h.syncer.Status()
+		return st.State == StateVerifying && st.AppliedVersion == "v2"
+	})
+	app.unhealthy.Store(false)
+	h.waitApplied("v2")
+	if st := h.syncer.Status(); st.State != StateInSync {
+		t.Errorf("state after a healthy v2 = %q, want %q", st.State, StateInSync)
 	}
 }
 

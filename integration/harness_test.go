@@ -110,7 +110,7 @@ type proc struct {
 	t     *testing.T
 	name  string
 	cmd   *exec.Cmd
-	ready map[string]any // fields of the "ready" log line
+	ready map[string]any // fields of the "listening" log line
 
 	mu     sync.Mutex
 	out    bytes.Buffer // stderr, then stdout, as lines arrive
@@ -127,7 +127,8 @@ type procSpec struct {
 	bin  string
 	args []string
 	env  []string // added to the environment
-	// noReady: do not wait for a {"msg":"ready"} line.
+	// noReady: do not wait for a {"msg":"listening"} line (the startup
+	// line; readiness itself is /readyz, logged as "ready" when it changes).
 	noReady bool
 	// readyTimeout: default 20s (race-built binaries start slowly on 2 cores).
 	readyTimeout time.Duration
@@ -136,7 +137,7 @@ type procSpec struct {
 }
 
 // start starts a process. Its stderr and stdout are captured; a JSON line
-// with "msg":"ready" is awaited unless spec.noReady. In t.Cleanup it is
+// with "msg":"listening" is awaited unless spec.noReady. In t.Cleanup it is
 // stopped with SIGINT and must exit with spec.exitCode; its output is logged
 // if the test failed.
 func start(t *testing.T, spec procSpec) *proc {
@@ -194,18 +195,19 @@ func start(t *testing.T, spec procSpec) *proc {
 		if timeout == 0 {
 			timeout = 20 * time.Second
 		}
-		line, err := p.waitLine(timeout, func(l string) bool { return strings.Contains(l, `"msg":"ready"`) })
+		line, err := p.waitLine(timeout, func(l string) bool { return strings.Contains(l, `"msg":"listening"`) })
 		if err != nil {
-			t.Fatalf("%s did not become ready: %v\n%s", p.name, err, p.output())
+			t.Fatalf("%s did not start listening: %v\n%s", p.name, err, p.output())
 		}
 		if err := json.Unmarshal([]byte(line), &p.ready); err != nil {
-			t.Fatalf("%s: ready line is not JSON: %q", p.name, line)
+			t.Fatalf("%s: listening line is not JSON: %q", p.name, line)
 		}
 	}
 	return p
 }
 
-// startOutrider runs the outrider binary with JSON logs and waits for ready.
+// startOutrider runs the outrider binary with JSON logs and waits for its
+// listening line.
 func startOutrider(t *testing.T, args ...string) *proc {
 	t.Helper()
 	return start(t, procSpec{name: "outrider " + args[0], bin: bins.outrider, args: append(args, "--log-format=json")})
@@ -217,12 +219,12 @@ func startApp(t *testing.T, args ...string) *proc {
 	return start(t, procSpec{name: "testapp", bin: bins.testapp, args: append([]string{"--listen", "127.0.0.1:0"}, args...)})
 }
 
-// addr returns a field of the ready line, failing when it is missing.
+// addr returns a field of the listening line, failing when it is missing.
 func (p *proc) addr(key string) string {
 	p.t.Helper()
 	v, _ := p.ready[key].(string)
 	if v == "" {
-		p.t.Fatalf("%s: ready line has no %q: %v", p.name, key, p.ready)
+		p.t.Fatalf("%s: listening line has no %q: %v", p.name, key, p.ready)
 	}
 	return v
 }

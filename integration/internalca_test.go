@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -104,13 +105,22 @@ func TestCARootWithoutCAFails(t *testing.T) {
 func TestPreflightLoopback(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
-	out, err := exec.Command(bins.outrider, "preflight", "--domain", "localhost",
+	// A private ACME CA may issue for localhost: a warning, and the port
+	// checks decide.
+	private := "--acme-directory=https://127.0.0.1:14000/dir"
+	out, err := exec.Command(bins.outrider, "preflight", "--domain", "localhost", private,
 		"--http-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--http-port", "0", "--https-port", "0").CombinedOutput()
-	if err != nil {
-		t.Fatalf("preflight on loopback failed: %v\n%s", err, out)
+	if err != nil || !strings.Contains(string(out), "warn  localhost: localhost names are never issued by a public CA") {
+		t.Fatalf("preflight on loopback with a private CA: %v, want a pass with a warning\n%s", err, out)
+	}
+	// Issue #12: with a public CA (the default, Let's Encrypt) localhost fails.
+	out, err = exec.Command(bins.outrider, "preflight", "--domain", "localhost",
+		"--http-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--http-port", "0", "--https-port", "0").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "FAIL  localhost: localhost names are never issued by a public CA") {
+		t.Fatalf("preflight for localhost against Let's Encrypt: %v, want a failure naming the reason\n%s", err, out)
 	}
 	// Nothing listens on port 1: ordering would fail.
-	out, err = exec.Command(bins.outrider, "preflight", "--domain", "localhost",
+	out, err = exec.Command(bins.outrider, "preflight", "--domain", "localhost", private,
 		"--http-listen", "127.0.0.1:0", "--listen", "", "--http-port", "1").CombinedOutput()
 	if err == nil {
 		t.Fatalf("preflight passed with an unreachable port:\n%s", out)

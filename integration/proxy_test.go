@@ -52,6 +52,45 @@ func startProxy(t *testing.T, extra ...string) *proxyEnv {
 	return e
 }
 
+// response is the outcome of a request made in the background.
+type response struct {
+	code int
+	body string
+	err  error
+	at   time.Time // when the body was read
+}
+
+// getAsync GETs url with c in the background.
+func getAsync(c *http.Client, url string) <-chan response {
+	out := make(chan response, 1)
+	go func() {
+		resp, err := c.Get(url)
+		if err != nil {
+			out <- response{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		out <- response{code: resp.StatusCode, body: string(b), at: time.Now()}
+	}()
+	return out
+}
+
+// waitAppSaw waits until the app has received a request for path.
+func (e *proxyEnv) waitAppSaw(t *testing.T, path string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, func() error {
+		var seen []struct{ Path string }
+		getJSON(t, plainClient, "http://"+e.app.addr("addr")+"/-/seen", &seen)
+		for _, s := range seen {
+			if s.Path == path {
+				return nil
+			}
+		}
+		return fmt.Errorf("app has not seen %s", path)
+	})
+}
+
 // echo is what the testapp's /echo reports.
 type echo struct {
 	Method           string              `json:"method"`
@@ -714,33 +753,9 @@ func TestStaticCertReload(t *testing.T) {
 func TestShutdownDrainsInFlight(t *testing.T) {
 	skipShort(t)
 	e := startProxy(t)
-	type result struct {
-		code int
-		body string
-		err  error
-	}
-	res := make(chan result, 1)
-	go func() {
-		resp, err := e.h2.Get("https://app.example/slow?delay=2s")
-		if err != nil {
-			res <- result{err: err}
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		res <- result{code: resp.StatusCode, body: string(b)}
-	}()
+	res := getAsync(e.h2, "https://app.example/slow?delay=2s")
 	// Wait until the app has the request, then ask outrider to stop.
-	waitFor(t, 10*time.Second, func() error {
-		var seen []struct{ Path string }
-		getJSON(t, plainClient, "http://"+e.app.addr("addr")+"/-/seen", &seen)
-		for _, s := range seen {
-			if s.Path == "/slow" {
-				return nil
-			}
-		}
-		return fmt.Errorf("app has not seen /slow")
-	})
+	e.waitAppSaw(t, "/slow")
 	e.px.signal(syscall.SIGTERM)
 	e.px.waitLog(10*time.Second, "shutting down")
 	if code, _, _ := get(t, plainClient, "http://"+e.admin+"/readyz"); code != 503 {
@@ -911,6 +926,21 @@ func TestTopOnPublicListener(t *testing.T) {
 	if code, _, _ := get(t, e.h2, "https://app.example/top"); code != http.StatusUnauthorized {
 		t.Errorf("/top without the token = %d, want 401", code)
 	}
+	// Issue #12: the per-process series name every busy process; /top
+	// guards them with its token, so the admin /metrics must not carry them.
+	if _, body, _ := get(t, plainClient, "http://"+e.admin+"/metrics"); strings.Contains(body, "outrider_top_") {
+		t.Errorf("admin /metrics carries /top series:\n%s", grepLines(body, "outrider_top_process"))
+	}
+	if code, _, _ := get(t, plainClient, "http://"+e.admin+"/top/metrics"); code != http.StatusUnauthorized {
+		t.Errorf("/top/metrics without the token = %d, want 401", code)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		code, body, _ := get(t, plainClient, "http://"+e.admin+"/top/metrics", "Authorization", "Bearer s3cret-token")
+		if code != 200 || !strings.Contains(body, "outrider_top_process_cpu_seconds_total{") {
+			return fmt.Errorf("/top/metrics with the token = %d without per-process series", code)
+		}
+		return nil
+	})
 	// Paths that only start with /top still belong to the app.
 	var got echo
 	if getJSON(t, e.h1, "https://app.example/echo", &got); got.Path != "/echo" {

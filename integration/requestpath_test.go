@@ -163,7 +163,7 @@ srv.on('checkContinue', (req, res) => {
   srv.emit('request', req, res);
 });
 srv.listen(0, '127.0.0.1', () => {
-  console.error(JSON.stringify({msg: 'ready', addr: '127.0.0.1:' + srv.address().port}));
+  console.error(JSON.stringify({msg: 'listening', addr: '127.0.0.1:' + srv.address().port}));
 });
 process.on('SIGINT', () => { srv.closeAllConnections(); process.exit(0); });
 `
@@ -236,7 +236,7 @@ const srv = http.createServer((req, res) => {
   req.on('end', () => { res.end('ok ' + n + '\n'); });
 });
 srv.listen(0, '127.0.0.1', () => {
-  console.error(JSON.stringify({msg: 'ready', addr: '127.0.0.1:' + srv.address().port, keep_alive_ms: srv.keepAliveTimeout}));
+  console.error(JSON.stringify({msg: 'listening', addr: '127.0.0.1:' + srv.address().port, keep_alive_ms: srv.keepAliveTimeout}));
 });
 process.on('SIGINT', () => { srv.closeAllConnections(); process.exit(0); });
 `

@@ -149,6 +149,8 @@ func TestTopAuth(t *testing.T) {
 		{"/top/openapi.json", "Bearer " + topToken, http.StatusOK},
 		{"/metrics", "", http.StatusUnauthorized},
 		{"/metrics", "Bearer " + topToken, http.StatusOK},
+		{"/top/metrics", "", http.StatusUnauthorized},
+		{"/top/metrics", "Bearer " + topToken, http.StatusOK},
 		{"/healthz", "", http.StatusOK},
 	} {
 		var hdr []string

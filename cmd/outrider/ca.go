@@ -22,6 +22,7 @@ func runCA(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	}
 	fs := newFlagSet("outrider ca root", "Print the internal CA's root certificate (PEM) kept in --storage,\n"+
 		"for users and clients to trust (outrider proxy --tls-internal creates it).")
+	fs.share("storage") // the proxy's --storage
 	storage := fs.String("storage", defaultStorage(), "`dir` or etcd://host:2379/prefix where outrider proxy keeps the internal CA")
 	etcd := addEtcdFlags(fs)
 	if err := parseFlags(fs, args, stdout); err != nil {

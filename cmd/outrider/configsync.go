@@ -149,9 +149,9 @@ func runConfigsync(ctx context.Context, args []string, stdout, stderr io.Writer)
 		"configsync": func() any { return syncer.Status() },
 	}))
 	if err := adm.Listen(); err != nil {
-		return err
+		return listenAdvice(err, "--admin-listen")
 	}
-	log.Info("ready", "admin_addr", adm.Addr(), "source", syncer.Status().Source, "dir", cfg.Dir)
+	log.Info("listening", "admin_addr", adm.Addr(), "source", syncer.Status().Source, "dir", cfg.Dir)
 	err = serve(ctx, log, adm, service{name: "configsync", run: syncer.Run, reload: syncer.Reload})
 	if err == nil {
 		log.Info("stopped")

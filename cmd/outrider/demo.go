@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/outrider-dev/outrider/certs"
@@ -28,13 +30,23 @@ import (
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("outrider demo", "Run the whole pattern on this machine: a small legacy app on 127.0.0.1 only, the proxy in\n"+
 		"front of it on https://localhost:8443 with the internal CA, configsync feeding the app from a\n"+
-		"config API, and /top on the admin listener. Prints what to try. Ctrl-C stops it.")
+		"config API, and /top on the admin listener. Prints what to try. Ctrl-C stops it.\n"+
+		"A default port that is taken is replaced by a free one; a port given by flag must be free.")
 	listen := fs.String("listen", "127.0.0.1:8443", "HTTPS `address` of the proxy")
 	adminListen := fs.String("admin-listen", "127.0.0.1:9901", "admin `address`: /metrics, /readyz, /status, /top")
-	workDir := fs.String("dir", "", "working `dir` for the app's config, state and the CA (default: a new temporary directory)")
+	workDir := fs.String("dir", "", "working `dir` for the app's config, state and the CA, kept on exit (default: a new temporary directory, removed on exit)")
+	fs.share("log-level")
 	logLevel := fs.String("log-level", "warn", "least severe level logged: debug, info, warn or error")
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
+	}
+	for _, l := range []struct {
+		addr *string
+		flag string
+	}{{listen, "listen"}, {adminListen, "admin-listen"}} {
+		if err := demoAddr(fs, l.addr, l.flag, stderr); err != nil {
+			return err
+		}
 	}
 	dir := *workDir
 	if dir == "" {
@@ -43,10 +55,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		dir = d
+		// It holds the internal CA's keys: never leave them behind.
+		defer os.RemoveAll(dir)
 	}
 	shared, state, storage := filepath.Join(dir, "shared"), filepath.Join(dir, "state"), filepath.Join(dir, "storage")
 	for _, d := range []string{shared, state, storage} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := os.MkdirAll(d, 0o700); err != nil {
 			return err
 		}
 	}
@@ -72,17 +86,16 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer apiLn.Close()
 
 	tokenFile := filepath.Join(dir, "top-token")
-	token := make([]byte, 16)
-	rand.Read(token)
-	if err := os.WriteFile(tokenFile, []byte(hex.EncodeToString(token)+"\n"), 0o600); err != nil {
+	tokenBytes := make([]byte, 16)
+	rand.Read(tokenBytes)
+	token := hex.EncodeToString(tokenBytes)
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
 		return err
 	}
 
-	go func() {
-		if !waitHTTPS(ctx, *listen) {
-			return
-		}
-		// The proxy created the internal CA at start: hand out its root.
+	// Instructions only once the proxy's own listeners are open.
+	onListening := func(httpsAddr, adminAddr string) {
+		// The proxy created the internal CA before listening: hand out its root.
 		rootPEM, err := certs.InternalRootPEM(ctx, storage, certs.EtcdConfig{})
 		if err == nil {
 			err = os.WriteFile(filepath.Join(dir, "root.pem"), rootPEM, 0o644)
@@ -90,9 +103,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			fmt.Fprintf(stderr, "outrider demo: writing root.pem: %v\n", err)
 		}
-		printDemoHelp(stdout, dir, *listen, *adminListen, appURL, apiURL)
-	}()
-	return runProxy(ctx, []string{
+		printDemoHelp(stdout, demoHelp{dir: dir, temporary: *workDir == "", https: httpsAddr, admin: adminAddr,
+			appURL: appURL, apiURL: apiURL, token: token})
+	}
+	return proxyMain(ctx, []string{
 		"--listen", *listen, "--http-listen", "", "--admin-listen", *adminListen,
 		"--upstream", appURL,
 		"--tls-internal", "--domain", "localhost", "--storage", storage,
@@ -103,46 +117,68 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		"--configsync-notify", "http:POST:" + appURL + "/-/reload",
 		"--configsync-health-url", appURL + "/healthz", "--configsync-health-timeout", "3s",
 		"--log-level", *logLevel,
-	}, stdout, stderr)
+	}, stdout, stderr, onListening)
 }
 
-// waitHTTPS reports whether addr accepted a TCP connection before ctx ended.
-func waitHTTPS(ctx context.Context, addr string) bool {
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return true
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(100 * time.Millisecond):
-		}
+// demoAddr checks that *addr can be bound. A default that is taken is
+// replaced by a free port on the same host, with a note on stderr; an
+// address the user chose must be free.
+func demoAddr(fs *flagSet, addr *string, flagName string, stderr io.Writer) error {
+	ln, err := net.Listen("tcp", *addr)
+	if err == nil {
+		ln.Close()
+		return nil
 	}
+	if fs.isSet(flagName) || !errors.Is(err, syscall.EADDRINUSE) {
+		return usageError{fmt.Errorf("--%s %s: %w; choose another address with --%s", flagName, *addr, err, flagName)}
+	}
+	host, _, _ := net.SplitHostPort(*addr)
+	free := net.JoinHostPort(host, "0")
+	fmt.Fprintf(stderr, "outrider demo: %s is in use; using a free port instead (choose one with --%s)\n", *addr, flagName)
+	*addr = free
+	return nil
 }
 
-func printDemoHelp(w io.Writer, dir, listen, admin, appURL, apiURL string) {
-	_, port, _ := net.SplitHostPort(listen)
+type demoHelp struct {
+	dir           string
+	temporary     bool
+	https, admin  string
+	appURL        string
+	apiURL, token string
+}
+
+func printDemoHelp(w io.Writer, h demoHelp) {
+	_, port, _ := net.SplitHostPort(h.https)
 	https := "https://localhost:" + port
+	kept := "kept on exit"
+	if h.temporary {
+		kept = "removed on exit, CA keys included; --dir keeps it"
+	}
+	root := filepath.Join(h.dir, "root.pem")
 	fmt.Fprintf(w, `
-outrider demo is running. Ctrl-C stops it. Working directory: %[1]s
+outrider demo is running. Ctrl-C stops it. Working directory: %[1]s (%[8]s)
 
   legacy app   %[4]s   plain HTTP, loopback only, reads %[1]s/shared/app.conf
   HTTPS        %[2]s   outrider proxy, certificate from its internal CA
   config API   %[5]s/bundle   what configsync keeps the app's files in sync with
   admin        http://%[3]s   /metrics /readyz /status /top
+  /top page    http://%[3]s/top#token=%[6]s   (open it in a browser)
 
 Try:
-  curl --cacert %[1]s/root.pem %[2]s/
+  curl --cacert %[7]s %[2]s/
   curl -X PUT --data 'greeting=bonjour' %[5]s/files/app.conf    # publish a new config...
-  curl --cacert %[1]s/root.pem %[2]s/                            # ...the app answers with it a few seconds later
+  curl --cacert %[7]s %[2]s/                            # ...the app answers with it a few seconds later
   curl -X PUT --data 'healthy=false' %[5]s/files/app.conf       # a config that makes the app unhealthy...
   curl -s http://%[3]s/status                                    # ...is rolled back: see configsync.rollbacks
   curl -H "Authorization: Bearer $(cat %[1]s/top-token)" 'http://%[3]s/top?sort=cpu&limit=5'
   curl -s http://%[3]s/metrics | grep ^outrider_
 
-`, dir, https, admin, appURL, apiURL)
+To trust the demo's root in a browser, import %[7]s as an authority
+(Firefox: Settings > Certificates > Import; Chrome on Linux: chrome://certificate-manager).
+System-wide on Debian/Ubuntu (remove it again when done, the CA is the demo's):
+  sudo cp %[7]s /usr/local/share/ca-certificates/outrider-demo.crt && sudo update-ca-certificates
+
+`, h.dir, https, h.admin, h.appURL, h.apiURL, h.token, root, kept)
 }
 
 // demoAPI is a tiny config API: GET /bundle answers the JSON bundle with an

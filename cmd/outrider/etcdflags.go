@@ -16,6 +16,7 @@ var etcdFlagNames = struct{ caFile, certFile, keyFile, username, passwordFile st
 // already (cert flags and configsync flags may share one flag set), and
 // returns a func giving their values after parsing.
 func addEtcdFlags(fs *flagSet) func() etcdclient.Options {
+	fs.share(etcdFlagNames.caFile, etcdFlagNames.certFile, etcdFlagNames.keyFile, etcdFlagNames.username, etcdFlagNames.passwordFile)
 	if fs.Lookup(etcdFlagNames.caFile) == nil {
 		fs.String(etcdFlagNames.caFile, "", "PEM `file` of roots for the etcd members' certificates; turns TLS on for etcd://")
 		fs.String(etcdFlagNames.certFile, "", "PEM client certificate `file` for etcd (with --etcd-key-file); turns TLS on")
@@ -38,6 +39,7 @@ func addEtcdFlags(fs *flagSet) func() etcdclient.Options {
 // addEtcdLockTTLFlag registers --etcd-lock-ttl, the lease of the
 // certificate storage's locks (only --storage etcd://… takes locks).
 func addEtcdLockTTLFlag(fs *flagSet) *time.Duration {
+	fs.share("etcd-lock-ttl")
 	return durationFlag(fs, "etcd-lock-ttl", 15*time.Second,
 		"with --storage etcd://…: lease of a held lock; a replica that dies mid-order frees it after this long")
 }

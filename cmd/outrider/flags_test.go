@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -52,7 +54,7 @@ func TestFlagPrecedenceAndLists(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			fs := newFlagSet("outrider test", "test")
+			fs := newFlagSet("outrider proxy", "test")
 			fs.lookup = func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }
 			listen := fs.String("listen", ":443", "address")
 			domains := newListFlag(fs, "domain", "name", "d.example")
@@ -89,6 +91,69 @@ func TestUsageListsEnvTwins(t *testing.T) {
 	}
 }
 
+// helpOf returns the -h output of a subcommand (args such as "configsync publish").
+func helpOf(t *testing.T, args ...string) string {
+	t.Helper()
+	var out bytes.Buffer
+	if code := run(context.Background(), append(args, "-h"), &out, &out); code != 0 {
+		t.Fatalf("%v -h: exit %d: %s", args, code, out.String())
+	}
+	return out.String()
+}
+
+// everyHelp lists the flag sets of every subcommand.
+var everyHelp = [][]string{{"proxy"}, {"configsync"}, {"configsync", "publish"}, {"configsync", "rollback"},
+	{"top"}, {"demo"}, {"ca", "root"}, {"preflight"}, {"version"}}
+
+// Issue #12: every subcommand's twins mean one thing. A variable used by
+// two subcommands must be one of the flags that mean the same everywhere,
+// or a configsync/top flag and its --configsync-/--top- twin in the proxy.
+func TestEnvTwinsDoNotCollide(t *testing.T) {
+	users := map[string][]string{} // env → "subcommand --flag"
+	twin := regexp.MustCompile(`(?m)^  --(\S+).*\n.*\n        env (\S+)$`)
+	for _, args := range everyHelp {
+		help := helpOf(t, args...)
+		if strings.Contains(help, "(repeatable) (repeatable)") {
+			t.Errorf("%v -h says (repeatable) twice", args)
+		}
+		for _, m := range twin.FindAllStringSubmatch(help, -1) {
+			users[m[2]] = append(users[m[2]], strings.Join(args, " ")+" --"+m[1])
+		}
+	}
+	if len(users) < 50 {
+		t.Fatalf("found only %d env twins in the help texts; the pattern is stale", len(users))
+	}
+	same := regexp.MustCompile(`^OUTRIDER_(LOG_FORMAT|LOG_LEVEL|ETCD_[A-Z_]+|STORAGE|DOMAIN|LISTEN|HTTP_LISTEN|ACME_DIRECTORY)$`)
+	for env, us := range users {
+		if len(us) < 2 || same.MatchString(env) {
+			continue
+		}
+		for _, u := range us {
+			// proxy --configsync-x and configsync --x; proxy --top-x and top --x.
+			if !strings.HasPrefix(u, "proxy --configsync-") && !strings.HasPrefix(u, "configsync --") &&
+				!strings.HasPrefix(u, "proxy --top-") && !strings.HasPrefix(u, "top --") {
+				t.Errorf("%s is the twin of %q: one variable, several meanings", env, us)
+				break
+			}
+		}
+	}
+	if us := users["OUTRIDER_INTERVAL"]; len(us) != 0 {
+		t.Errorf("OUTRIDER_INTERVAL is the twin of %q; want none", us)
+	}
+	for env, want := range map[string]string{
+		"OUTRIDER_CONFIGSYNC_INTERVAL": "configsync --interval", "OUTRIDER_TOP_INTERVAL": "top --interval",
+		"OUTRIDER_TOP_TOKEN_FILE": "top --token-file", "OUTRIDER_LISTEN": "preflight --listen",
+		"OUTRIDER_DEMO_LISTEN": "demo --listen", "OUTRIDER_LOG_LEVEL": "configsync --log-level",
+	} {
+		if !slices.Contains(users[env], want) {
+			t.Errorf("%s is the twin of %q; want it to include %s", env, users[env], want)
+		}
+	}
+	if us := users["OUTRIDER_CONFIGSYNC_DIR"]; len(us) != 2 {
+		t.Errorf("OUTRIDER_CONFIGSYNC_DIR is the twin of %q; want proxy --configsync-dir and configsync --dir only (publish --dir is another dir)", us)
+	}
+}
+
 func TestRunExitCodes(t *testing.T) {
 	tests := []struct {
 		args     []string
@@ -104,6 +169,22 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--trusted-proxies", "10.0.0.0/40"}, exitUsage, "10.0.0.0/40"},
 		{[]string{"proxy", "--log-format", "xml"}, exitUsage, `"xml"`},
 		{[]string{"proxy"}, exitUsage, "--upstream is required"},
+		// Issue #12: one prefix, flags named as typed, a suggestion for typos.
+		{[]string{"proxy", "--lisen", ":1"}, exitUsage, "outrider proxy: unknown flag --lisen (did you mean --listen?)"},
+		{[]string{"proxy", "-upstrem", "x"}, exitUsage, "unknown flag --upstrem (did you mean --upstream?)"},
+		{[]string{"proxy", "--hsts", "1y"}, exitUsage, `invalid value "1y" for flag --hsts: want a whole, non-negative number of seconds (31536000 is one year)`},
+		{[]string{"proxy", "--hsts", "-5", "--upstream", "http://127.0.0.1:1"}, exitUsage, "31536000"},
+		{[]string{"proxy", "--max-body-bytes", "1k"}, exitUsage, `invalid value "1k" for flag --max-body-bytes: want a whole number`},
+		{[]string{"proxy", "--access-log=maybe"}, exitUsage, "--access-log: want true or false"},
+		{[]string{"proxy", "--listen"}, exitUsage, "flag --listen needs a value"},
+		{[]string{"prxy"}, exitUsage, `unknown command "prxy" (did you mean "proxy"?)`},
+		{[]string{"preflight"}, exitUsage, "outrider preflight: give at least one --domain"},
+		{[]string{"configsync", "--source", "ftp://x", "--dir", "/tmp/x"}, exitUsage, "outrider configsync: source"},
+		// Issue #12: /top is not served to the network without a token.
+		{[]string{"top", "--listen", "0.0.0.0:9903"}, exitUsage, "not a loopback address and there is no --token-file"},
+		{[]string{"top", "--listen", ":9903"}, exitUsage, "--insecure-no-auth"},
+		// With --insecure-no-auth the check passes (and --interval 0 stops it before it binds).
+		{[]string{"top", "--listen", "0.0.0.0:0", "--insecure-no-auth", "--interval", "0"}, exitUsage, "--interval: must be positive"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -111,6 +192,9 @@ func TestRunExitCodes(t *testing.T) {
 			code := run(context.Background(), tt.args, &out, &out)
 			if code != tt.wantCode || !strings.Contains(out.String(), tt.wantOut) {
 				t.Errorf("run(%q) = %d, output %q; want %d containing %q", tt.args, code, out.String(), tt.wantCode, tt.wantOut)
+			}
+			if strings.Contains(out.String(), "outrider: outrider") || strings.Contains(out.String(), ": configsync:") {
+				t.Errorf("run(%q) output has two prefixes: %q", tt.args, out.String())
 			}
 		})
 	}

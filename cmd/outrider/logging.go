@@ -17,6 +17,7 @@ type logFlags struct {
 }
 
 func addLogFlags(fs *flagSet) *logFlags {
+	fs.share("log-format", "log-level")
 	return &logFlags{
 		format: fs.String("log-format", "", "log format: text or json (default: text on a terminal, json otherwise)"),
 		level:  fs.String("log-level", "info", "least severe level logged: debug, info, warn or error"),

@@ -67,24 +67,43 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	var names []string
 	for _, c := range commands() {
+		names = append(names, c.name)
 		if c.name != args[0] {
 			continue
 		}
 		err := c.run(ctx, args[1:], stdout, stderr)
-		switch {
-		case err == nil, errors.Is(err, errHelp):
+		if err == nil || errors.Is(err, errHelp) {
 			return 0
-		case errors.As(err, new(usageError)):
-			fmt.Fprintf(stderr, "outrider: %s\n", oneLine(err.Error()))
+		}
+		// One prefix, "outrider <command>: ", whatever the error wraps
+		// (configsync's own errors already start with "configsync: ").
+		msg := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
+		msg = strings.TrimPrefix(strings.TrimPrefix(msg, "outrider "+c.name+": "), c.name+": ")
+		fmt.Fprintf(stderr, "outrider %s: %s\n", c.name, msg)
+		if errors.As(err, new(usageError)) {
 			return exitUsage
-		default:
-			fmt.Fprintf(stderr, "outrider: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
-			return 1
+		}
+		return 1
+	}
+	hint := "try 'outrider help'"
+	if s := closest(args[0], names); s != "" {
+		hint = fmt.Sprintf("did you mean %q?", s)
+	}
+	fmt.Fprintf(stderr, "outrider: unknown command %q (%s)\n", args[0], hint)
+	return exitUsage
+}
+
+// closest returns the name nearest to s, or "" when none is within two edits.
+func closest(s string, names []string) string {
+	best, bestD := "", 3
+	for _, n := range names {
+		if d := editDistance(s, n); d < bestD {
+			best, bestD = n, d
 		}
 	}
-	fmt.Fprintf(stderr, "outrider: unknown command %q (try 'outrider help')\n", args[0])
-	return exitUsage
+	return best
 }
 
 func usage(w io.Writer) {
@@ -92,7 +111,11 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'outrider <command> -h' for its flags. Every flag can also be set by its\nenvironment variable: OUTRIDER_ + the flag name upper-cased, '-' turned to '_'.")
+	fmt.Fprintln(w, "\nRun 'outrider <command> -h' for its flags. Every flag can also be set by its\n"+
+		"environment variable, shown there: OUTRIDER_ + the flag name for proxy (--acme-email is\n"+
+		"OUTRIDER_ACME_EMAIL), OUTRIDER_ + the command + the flag name for the others (configsync\n"+
+		"--interval is OUTRIDER_CONFIGSYNC_INTERVAL, like proxy --configsync-interval); --log-*,\n"+
+		"--etcd-* and --storage are OUTRIDER_ + the flag name everywhere.")
 }
 
 // parseFlags parses a subcommand's flags and marks failures as usage errors.

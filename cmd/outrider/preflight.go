@@ -15,10 +15,15 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/outrider-dev/outrider/certs"
 )
 
 // preflightPath is where the temporary listeners answer the check token.
@@ -33,7 +38,12 @@ func runPreflight(ctx context.Context, args []string, stdout, _ io.Writer) error
 	fs := newFlagSet("outrider preflight", "Check, before any ACME order, that each --domain resolves and that the\n"+
 		"CA's ports 80 (HTTP-01) and 443 (TLS-ALPN-01) reach this host. Run it where\n"+
 		"outrider proxy will run, while the proxy is stopped: it binds the same addresses.")
-	domains := newListFlag(fs, "domain", "`name` to check (repeatable)")
+	// The proxy's own flags, with the proxy's twins: run preflight with the
+	// proxy's environment and it checks what the proxy will do.
+	fs.share("domain", "listen", "http-listen", "acme-directory")
+	domains := newListFlag(fs, "domain", "`name` to check")
+	directories := newListFlag(fs, "acme-directory", "ACME directory `URL` the proxy will use: with a public CA, names and addresses it refuses fail the check; with a private one they are warnings",
+		certs.LetsEncryptProduction)
 	httpListen := fs.String("http-listen", ":80", "plain-HTTP `address` outrider proxy will listen on; empty skips the HTTP-01 check")
 	listen := fs.String("listen", ":443", "HTTPS `address` outrider proxy will listen on; empty skips the TLS-ALPN-01 check")
 	httpPort := fs.Int("http-port", 80, "`port` the CA dials for HTTP-01 (differs from --http-listen behind port forwarding); 0: the port bound by --http-listen")
@@ -43,11 +53,12 @@ func runPreflight(ctx context.Context, args []string, stdout, _ io.Writer) error
 		return err
 	}
 	if len(domains.values) == 0 {
-		return usageError{errors.New("outrider preflight: give at least one --domain")}
+		return usageError{errors.New("give at least one --domain")}
 	}
 	token := make([]byte, 16)
 	rand.Read(token)
-	pf := &preflight{out: stdout, token: hex.EncodeToString(token), timeout: *timeout}
+	pf := &preflight{out: stdout, token: hex.EncodeToString(token), timeout: *timeout,
+		publicCA: slices.ContainsFunc(directories.values, isPublicCA)}
 
 	var checks []portCheck
 	for _, l := range []struct {
@@ -84,6 +95,7 @@ type preflight struct {
 	out      io.Writer
 	token    string
 	timeout  time.Duration
+	publicCA bool // a directory is a public CA's: it refuses private names
 	failures int
 }
 
@@ -122,7 +134,29 @@ func (pf *preflight) serve(addr string, useTLS bool) (port int, stop func(), err
 	return ln.Addr().(*net.TCPAddr).Port, func() { srv.Close() }, nil
 }
 
+// refusal reports what a public CA would refuse: a FAIL with a public CA,
+// a warning with a private one (which may well issue for it).
+func (pf *preflight) refusal(format string, a ...any) {
+	if pf.publicCA {
+		pf.fail(format+" (--acme-directory is a public CA)", a...)
+	} else {
+		pf.warn(format+" (fine if your private CA issues for it)", a...)
+	}
+}
+
 func (pf *preflight) checkDomain(ctx context.Context, name string, local map[string]bool, checks []portCheck) {
+	if why, always := nameProblem(name); why != "" {
+		if always {
+			pf.warn("%s: %s", name, why)
+		} else {
+			pf.refusal("%s: %s", name, why)
+			if pf.publicCA {
+				return // the order fails whatever the ports say
+			}
+		}
+	} else {
+		defer pf.checkAddresses(ctx, name)
+	}
 	lctx, cancel := context.WithTimeout(ctx, pf.timeout)
 	defer cancel()
 	addrs, err := net.DefaultResolver.LookupIPAddr(lctx, name)
@@ -184,6 +218,81 @@ func (pf *preflight) fetch(ctx context.Context, name, ip string, c portCheck) er
 		return fmt.Errorf("another server answered (status %d): something else holds that port or the forwarding goes elsewhere", resp.StatusCode)
 	}
 	return nil
+}
+
+// checkAddresses reports a name that resolves only to addresses the
+// Internet cannot reach: a public CA validates from the Internet.
+func (pf *preflight) checkAddresses(ctx context.Context, name string) {
+	lctx, cancel := context.WithTimeout(ctx, pf.timeout)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(lctx, "ip", name)
+	if err != nil || len(addrs) == 0 {
+		return // reported by checkDomain
+	}
+	for _, a := range addrs {
+		if !privateAddr(a) {
+			return
+		}
+	}
+	pf.refusal("%s resolves only to private addresses (%v): a public CA's validation comes from the Internet and cannot reach them; "+
+		"publish a public address, or use a private ACME CA", name, addrs)
+}
+
+// nameProblem says why a public CA refuses name, or "" when it does not.
+// always reports a problem that holds for every CA (only a warning).
+func nameProblem(name string) (why string, always bool) {
+	n := strings.ToLower(strings.TrimSuffix(name, "."))
+	if _, err := netip.ParseAddr(n); err == nil {
+		return "an IP address: most public CAs issue only for DNS names (Let's Encrypt only with a short-lived profile, --acme-profile shortlived)", true
+	}
+	labels := strings.Split(n, ".")
+	tld := labels[len(labels)-1]
+	switch {
+	case n == "localhost" || tld == "localhost":
+		return "localhost names are never issued by a public CA; use --tls-internal", false
+	case tld == "test" || tld == "example" || tld == "invalid":
+		return "." + tld + " is reserved (RFC 2606) and never in public DNS", false
+	case n == "example.com" || n == "example.net" || n == "example.org" ||
+		strings.HasSuffix(n, ".example.com") || strings.HasSuffix(n, ".example.net") || strings.HasSuffix(n, ".example.org"):
+		return "the example.com/.net/.org domains are reserved for documentation (RFC 2606)", false
+	case tld == "local":
+		return ".local is multicast DNS (RFC 6762), not public DNS", false
+	case tld == "internal":
+		return ".internal is reserved for private networks (ICANN, 2024) and never in public DNS", false
+	case strings.HasSuffix(n, ".home.arpa") || n == "home.arpa":
+		return "home.arpa is for home networks (RFC 8375), not public DNS", false
+	case len(labels) == 1:
+		return "a single-label name is not in public DNS", false
+	}
+	return "", false
+}
+
+// privateAddr reports whether a is unreachable from the Internet: private
+// (RFC 1918, fc00::/7), loopback, link-local, shared (100.64.0.0/10) or
+// benchmarking (198.18.0.0/15) space.
+func privateAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range []netip.Prefix{netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("198.18.0.0/15")} {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return a.IsPrivate() || a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsUnspecified()
+}
+
+// isPublicCA reports whether an ACME directory belongs to a public CA,
+// which validates from the Internet and refuses private names.
+func isPublicCA(dir string) bool {
+	u, err := url.Parse(dir)
+	if err != nil {
+		return false
+	}
+	switch strings.ToLower(u.Hostname()) {
+	case "acme-v02.api.letsencrypt.org", "acme-staging-v02.api.letsencrypt.org", "acme.zerossl.com",
+		"dv.acme-v02.api.pki.goog", "dv.acme-v02.test-api.pki.goog", "api.buypass.com", "api.test4.buypass.no", "acme.ssl.com":
+		return true
+	}
+	return false
 }
 
 func bindAdvice(err error) string {

@@ -16,6 +16,13 @@ import (
 )
 
 func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return proxyMain(ctx, args, stdout, stderr, nil)
+}
+
+// proxyMain is `outrider proxy`. onListening, if not nil, is called with
+// the bound HTTPS and admin addresses once every listener is open (the
+// demo prints its instructions only then).
+func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onListening func(httpsAddr, adminAddr string)) error {
 	fs := newFlagSet("outrider proxy", "HTTPS-terminating reverse proxy in front of a localhost-only app.\n"+
 		"Certificates come from exactly one source: ACME (--domain), static files (--cert/--key)\n"+
 		"or the internal CA (--tls-internal, the default when neither is given).")
@@ -33,7 +40,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	idleTimeout := durationFlag(fs, "idle-timeout", 5*time.Minute, "close a connection, body, WebSocket or stream silent this long in both directions")
 	headerTimeout := durationFlag(fs, "header-timeout", 10*time.Second, "longest time a client may take to send a request's headers (slowloris)")
 	maxBody := fs.Int64("max-body-bytes", 0, "largest request body in `bytes` passed to the app (413 beyond it); 0 means unlimited")
-	hsts := fs.Int("hsts", 0, "Strict-Transport-Security max-age in `seconds`; 0 turns it off")
+	hsts := secondsVar(fs, "hsts", 0, "31536000 is one year", "Strict-Transport-Security max-age in seconds; 0 turns it off")
 	shutdownTimeout := durationFlag(fs, "shutdown-timeout", 30*time.Second, "how long SIGTERM/SIGINT waits for in-flight requests")
 	rewrites := newListFlag(fs, "legacy-rewrites", "legacy-app fixes: location (Location/Refresh to https), cookie (Set-Cookie Secure), destination (WebDAV); empty turns all off",
 		"location", "cookie", "destination")
@@ -51,10 +58,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if *maxUpstreamConns < 1 {
-		return usageError{fmt.Errorf("invalid value %d for flag --max-upstream-conns: must be at least 1", *maxUpstreamConns)}
-	}
-	if *hsts < 0 {
-		return usageError{fmt.Errorf("invalid value %d for flag --hsts: must not be negative", *hsts)}
+		return usageError{fmt.Errorf("--max-upstream-conns %d: must be at least 1", *maxUpstreamConns)}
 	}
 	// Check the upstream before anything logs or touches storage.
 	if _, err := proxy.ParseUpstream(*upstream, *allowRemote); err != nil {
@@ -81,7 +85,11 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usageError{err}
 		}
 	}
-	certMgr, err := certs.New(cf.config(log.With("component", "certs"), reg))
+	certCfg := cf.config(log.With("component", "certs"), reg)
+	if err := checkStorage(certCfg); err != nil {
+		return err
+	}
+	certMgr, err := certs.New(certCfg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -97,7 +105,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	if *withTop {
-		if top, err = newProxyTop(log, reg, *topTokenFile); err != nil {
+		if top, err = newProxyTop(log, *topTokenFile); err != nil {
 			return err
 		}
 		if *topPublic {
@@ -148,7 +156,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Pprof:    *pprof,
 		Logger:   log.With("component", "admin"),
 		Checks: []admin.Check{
-			{Name: "certificate", Func: certMgr.Ready},
+			{Name: "certificate", Func: certificateCheck(certMgr, !certCfg.DisableHTTPChallenge || !certCfg.DisableTLSALPNChallenge)},
 			{Name: "upstream", Func: srv.CheckUpstream},
 		},
 	})
@@ -159,6 +167,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		status["configsync"] = func() any { return syncer.Status() }
 	}
 	adm.Handle("GET /status", statusHandler(status))
+	drain := newDrainer()
+	adm.Handle("GET /drain", drain)
+	adm.Handle("POST /drain", drain)
 
 	services := []service{
 		{name: "certs", run: certMgr.Run, reload: certMgr.Reload},
@@ -173,18 +184,23 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 
 	if err := srv.Listen(); err != nil {
-		return err
+		return listenAdvice(err, "--listen or --http-listen")
 	}
 	if err := adm.Listen(); err != nil {
-		return err
+		return listenAdvice(err, "--admin-listen")
 	}
 	if *sandbox {
 		if err := restrictFiles(log, sandboxed); err != nil {
 			return err
 		}
 	}
-	log.Info("ready", "https_addr", srv.Addr(), "http_addr", srv.HTTPAddr(), "admin_addr", adm.Addr(), "upstream", *upstream)
-	err = serve(ctx, log, adm, services...)
+	// "listening", not "ready": /readyz decides readiness, and its changes
+	// are logged as they happen.
+	log.Info("listening", "https_addr", srv.Addr(), "http_addr", srv.HTTPAddr(), "admin_addr", adm.Addr(), "upstream", *upstream)
+	if onListening != nil {
+		onListening(srv.Addr(), adm.Addr())
+	}
+	err = serveDrainable(ctx, log, adm, drain, services...)
 	if err == nil {
 		log.Info("stopped")
 	}

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/outrider-dev/outrider/internal/admin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,7 +50,19 @@ type service struct {
 // services, and stops the admin server last so probes can watch the drain.
 // SIGHUP calls every reload. GOMEMLIMIT follows the cgroup's memory limit.
 func serve(ctx context.Context, log *slog.Logger, adm *admin.Server, services ...service) error {
+	return serveDrainable(ctx, log, adm, nil, services...)
+}
+
+// serveDrainable is serve with a /drain (drain.go), when drain is not nil:
+// a drain stops the services as a shutdown does, but the admin server
+// (probes) and the process stay until ctx is done.
+func serveDrainable(ctx context.Context, log *slog.Logger, adm *admin.Server, drain *drainer, services ...service) error {
 	setMemoryLimit(log) // every long-running sidecar process, not only the proxy
+	var drainReq <-chan time.Duration
+	var drained atomic.Bool
+	if drain != nil {
+		drainReq = drain.req
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	svcCtx, stopServices := context.WithCancel(context.WithoutCancel(ctx))
 	admCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
@@ -72,6 +86,13 @@ func serve(ctx context.Context, log *slog.Logger, adm *admin.Server, services ..
 	}
 	g.Go(func() error {
 		err := svcGroup.Wait()
+		if drain != nil {
+			drain.finished()
+		}
+		if err == nil && drained.Load() {
+			log.Info("drained; waiting for SIGTERM")
+			<-gctx.Done()
+		}
 		stopAdmin() // after the drain, so probes saw 503 throughout
 		return err
 	})
@@ -88,6 +109,18 @@ func serve(ctx context.Context, log *slog.Logger, adm *admin.Server, services ..
 				adm.SetStopping()
 				stopServices()
 				return nil
+			case delay := <-drainReq:
+				log.Info("drain requested: not ready, serving on, then draining", "delay_seconds", delay.Seconds())
+				adm.SetStopping()
+				t := time.NewTimer(delay)
+				select {
+				case <-t.C:
+				case <-gctx.Done():
+				}
+				t.Stop()
+				drained.Store(true)
+				stopServices()
+				drainReq = nil
 			case <-hup:
 				log.Info("SIGHUP: reloading")
 				for _, s := range services {

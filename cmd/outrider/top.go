@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,12 +22,17 @@ func runTop(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		"(JSON, a text table, a live HTML page, /top/openapi.json) and /metrics, from one\n"+
 		"background sampler. Stays on loopback unless --listen says otherwise.")
 	listen := fs.String("listen", "127.0.0.1:9903", "`address` for /top, /metrics, /healthz and /readyz")
+	insecure := fs.Bool("insecure-no-auth", false, "serve /top without --token-file on a --listen that is not loopback (every process, to anyone who can connect)")
 	tf := addTopFlags(fs, "")
 	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the listener")
 	lf := addLogFlags(fs)
 	log, err := lf.parse(fs, args, stdout, stderr)
 	if err != nil {
 		return err
+	}
+	if *tf.tokenFile == "" && !isLoopbackAddr(*listen) && !*insecure {
+		return usageError{fmt.Errorf("--listen %s is not a loopback address and there is no --token-file: "+
+			"/top would list every process to the network; give --token-file, or --insecure-no-auth to serve it anyway", *listen)}
 	}
 	reg := newRegistry()
 	sampler, handler, err := tf.build(log, reg)
@@ -49,10 +57,12 @@ func runTop(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if gatherer == nil {
 		adm.Handle("GET /metrics", handler.RequireToken(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	}
+	// The same series where `outrider proxy --top` serves them.
+	adm.Handle("GET /top/metrics", handler.RequireToken(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	if err := adm.Listen(); err != nil {
-		return err
+		return listenAdvice(err, "--listen")
 	}
-	log.Info("ready", "admin_addr", adm.Addr(), "scope", *tf.scope, "interval_seconds", sampler.Interval().Seconds(),
+	log.Info("listening", "admin_addr", adm.Addr(), "scope", *tf.scope, "interval_seconds", sampler.Interval().Seconds(),
 		"auth", *tf.tokenFile != "")
 	err = serve(ctx, log, adm, service{name: "top", run: sampler.Run, reload: handler.Reload})
 	if err == nil {
@@ -126,31 +136,62 @@ func (tf *topFlags) build(log *slog.Logger, reg prometheus.Registerer) (*topapi.
 	if err != nil {
 		return nil, nil, usageError{fmt.Errorf("flag --%stoken-file: %w", tf.prefix, err)}
 	}
+	warnTokenFileMode(log, *tf.tokenFile, "--"+tf.prefix+"token-file")
 	return sampler, handler, nil
+}
+
+// warnTokenFileMode warns when a token file can be read by other users.
+func warnTokenFileMode(log *slog.Logger, path, flagName string) {
+	if path == "" {
+		return
+	}
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+		log.Warn("token file is readable by other users; chmod 600 it", "file", path, "flag", flagName,
+			"mode", fmt.Sprintf("%04o", st.Mode().Perm()))
+	}
+}
+
+// isLoopbackAddr reports whether a listen address binds loopback only:
+// 127.0.0.0/8, ::1 or localhost. An empty host (all interfaces) is not.
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // proxyTop is "outrider proxy --top": /top with the defaults of "outrider
 // top", mounted on the proxy's admin listener and, with --top-public, on its
-// HTTPS listener too.
+// HTTPS listener too. Its series are on /top/metrics, behind the same token
+// as /top, not on the admin /metrics: they name every busy process.
 type proxyTop struct {
 	sampler *topapi.Sampler
 	handler *topapi.Handler
+	reg     *prometheus.Registry
 }
 
-func newProxyTop(log *slog.Logger, reg prometheus.Registerer, tokenFile string) (*proxyTop, error) {
+func newProxyTop(log *slog.Logger, tokenFile string) (*proxyTop, error) {
 	interval, scope, cmdline, topN := 2*time.Second, "host", "on", 10
 	tf := &topFlags{interval: &interval, tokenFile: &tokenFile, scope: &scope, cmdline: &cmdline, topN: &topN, prefix: "top-"}
+	reg := prometheus.NewRegistry()
 	sampler, handler, err := tf.build(log, reg)
 	if err != nil {
 		return nil, err
 	}
-	return &proxyTop{sampler: sampler, handler: handler}, nil
+	return &proxyTop{sampler: sampler, handler: handler, reg: reg}, nil
 }
 
-// mount adds /top to the admin server and returns the sampler as a service.
+// mount adds /top and /top/metrics to the admin server and returns the
+// sampler as a service.
 func (pt *proxyTop) mount(adm *admin.Server) service {
 	adm.Handle("GET /top", pt.handler)
 	adm.Handle("GET /top/", pt.handler)
+	adm.Handle("GET /top/metrics", pt.handler.RequireToken(promhttp.HandlerFor(pt.reg, promhttp.HandlerOpts{})))
 	adm.AddCheck(admin.Check{Name: "top sampler", Func: pt.sampler.Ready})
 	return service{name: "top", run: pt.sampler.Run, reload: pt.handler.Reload}
 }

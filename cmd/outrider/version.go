@@ -9,8 +9,14 @@ import (
 	"runtime/debug"
 )
 
-// version is set at build time with -ldflags "-X main.version=v1.2.3".
-var version = "dev"
+// version and commit are set at build time with
+// -ldflags "-X main.version=v1.2.3 -X main.commit=$(git rev-parse HEAD)"
+// (the Dockerfile does, from its VERSION and COMMIT build arguments: an
+// image is built without .git, so Go's own VCS stamp is not there).
+var (
+	version = "dev"
+	commit  = ""
+)
 
 type buildInfo struct {
 	Version   string `json:"version"`
@@ -26,6 +32,9 @@ func readBuildInfo() buildInfo {
 				bi.Commit = s.Value
 			}
 		}
+	}
+	if commit != "" {
+		bi.Commit = commit
 	}
 	return bi
 }

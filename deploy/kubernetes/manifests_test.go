@@ -14,6 +14,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -30,6 +31,15 @@ type kustomization struct {
 	Patches []struct {
 		Path string `json:"path"`
 	} `json:"patches"`
+	Images []kustomizeImage `json:"images"`
+}
+
+// kustomizeImage is one entry of a Kustomization's images.
+type kustomizeImage struct {
+	Name    string `json:"name"`
+	NewName string `json:"newName"`
+	NewTag  string `json:"newTag"`
+	Digest  string `json:"digest"`
 }
 
 // objects holds every manifest of one directory, decoded.
@@ -37,6 +47,7 @@ type objects struct {
 	deployments   []*appsv1.Deployment
 	services      []*corev1.Service
 	secrets       []*corev1.Secret
+	pdbs          []*policyv1.PodDisruptionBudget
 	kustomization *kustomization
 }
 
@@ -73,6 +84,9 @@ func load(t *testing.T, dir string) objects {
 			case "Secret":
 				s := &corev1.Secret{}
 				o.secrets, v = append(o.secrets, s), s
+			case "PodDisruptionBudget":
+				p := &policyv1.PodDisruptionBudget{}
+				o.pdbs, v = append(o.pdbs, p), p
 			case "Kustomization":
 				o.kustomization = &kustomization{}
 				v = o.kustomization
@@ -155,7 +169,10 @@ func TestBaseManifests(t *testing.T) {
 		t.Errorf("outrider args %q: the admin listener must be reachable by the kubelet on :9901", px.Args)
 	}
 	cs := container(t, pod.InitContainers, "configsync")
-	if !strings.HasPrefix(env(px, "OUTRIDER_STORAGE"), "etcd://") || !strings.HasPrefix(env(cs, "OUTRIDER_SOURCE"), "etcd://") {
+	// configsync's own flags have twins with the command in them
+	// (OUTRIDER_CONFIGSYNC_SOURCE); the cmd/outrider tests check every
+	// variable here against the flags.
+	if !strings.HasPrefix(env(px, "OUTRIDER_STORAGE"), "etcd://") || !strings.HasPrefix(env(cs, "OUTRIDER_CONFIGSYNC_SOURCE"), "etcd://") {
 		t.Error("storage and config source are not etcd:// locations")
 	}
 	for _, c := range []corev1.Container{px, cs} {
@@ -214,6 +231,80 @@ func TestBaseManifests(t *testing.T) {
 		if o.deployments[0].Spec.Template.Labels[k] != v {
 			t.Errorf("Service selector %s=%s does not match the pod labels", k, v)
 		}
+	}
+}
+
+// Issue #12: what an operator needs from the manifests beyond decoding.
+func TestBaseLifecycle(t *testing.T) {
+	o := load(t, "base")
+	d := o.deployments[0]
+	pod := d.Spec.Template.Spec
+	all := append(append([]corev1.Container{}, pod.InitContainers...), pod.Containers...)
+
+	// A reproducible image: a fixed tag or a digest, never latest, and the
+	// kustomization pins the same one.
+	for _, c := range all {
+		if !strings.Contains(c.Image, "outrider") {
+			continue
+		}
+		name, tag, ok := strings.Cut(c.Image, ":")
+		if !ok || tag == "" || tag == "latest" {
+			t.Errorf("%s: image %q has no fixed tag", c.Name, c.Image)
+		}
+		if c.ImagePullPolicy != corev1.PullIfNotPresent {
+			t.Errorf("%s: imagePullPolicy %q, want IfNotPresent for a fixed image", c.Name, c.ImagePullPolicy)
+		}
+		if !slices.ContainsFunc(o.kustomization.Images, func(i kustomizeImage) bool {
+			return i.Name == name && (i.NewTag == tag || i.Digest != "")
+		}) {
+			t.Errorf("kustomization images do not pin %s", c.Image)
+		}
+	}
+
+	// Shutdown: the app's preStop drains the proxy before the app is
+	// signalled, within the grace period (5s delay + 30s --shutdown-timeout).
+	app := container(t, pod.Containers, "app")
+	if app.Lifecycle == nil || app.Lifecycle.PreStop == nil || app.Lifecycle.PreStop.Exec == nil ||
+		!strings.Contains(strings.Join(app.Lifecycle.PreStop.Exec.Command, " "), "http://127.0.0.1:9901/drain?delay=5s") {
+		t.Errorf("app preStop = %+v, want an exec calling the proxy's loopback /drain", app.Lifecycle)
+	}
+	if g := pod.TerminationGracePeriodSeconds; g == nil || *g < 5+30+5 {
+		t.Errorf("terminationGracePeriodSeconds = %v, want at least 40 (drain delay, shutdown timeout, the app's exit)", g)
+	}
+
+	// Replicas: spread over nodes and zones, a budget for disruptions.
+	keys := map[string]bool{}
+	for _, c := range pod.TopologySpreadConstraints {
+		if c.LabelSelector == nil || c.LabelSelector.MatchLabels["app.kubernetes.io/name"] != d.Spec.Template.Labels["app.kubernetes.io/name"] {
+			t.Errorf("topology spread on %s does not select the pods", c.TopologyKey)
+		}
+		keys[c.TopologyKey] = true
+	}
+	if !keys["kubernetes.io/hostname"] || !keys["topology.kubernetes.io/zone"] {
+		t.Errorf("topology spread keys %v, want hostname and zone", keys)
+	}
+	if len(o.pdbs) != 1 {
+		t.Fatalf("%d PodDisruptionBudgets, want 1", len(o.pdbs))
+	}
+	pdb := o.pdbs[0].Spec
+	if pdb.MaxUnavailable == nil || pdb.MaxUnavailable.IntValue() != 1 || pdb.Selector == nil {
+		t.Errorf("PodDisruptionBudget = %+v, want maxUnavailable 1", pdb)
+	} else {
+		for k, v := range pdb.Selector.MatchLabels {
+			if d.Spec.Template.Labels[k] != v {
+				t.Errorf("PodDisruptionBudget selector %s=%s does not match the pods", k, v)
+			}
+		}
+	}
+
+	// Client addresses are kept; not-ready pods get no traffic (the first
+	// certificate is obtained by a pod that is ready already).
+	svc := o.services[0].Spec
+	if svc.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal {
+		t.Errorf("externalTrafficPolicy %q, want Local (client addresses kept)", svc.ExternalTrafficPolicy)
+	}
+	if svc.PublishNotReadyAddresses {
+		t.Error("publishNotReadyAddresses routes clients to pods that are not ready")
 	}
 }
 

@@ -1,7 +1,7 @@
 // Command testapp is the stand-in legacy app the integration tests run as a
 // real process: plain HTTP on a loopback address or a unix socket, config
 // files from --config-dir reloaded on SIGHUP and POST /-/reload. When ready it
-// writes one JSON line {"msg":"ready","addr":…} to stderr.
+// writes one JSON line {"msg":"listening","addr":…} to stderr.
 package main
 
 import (
@@ -69,7 +69,7 @@ func main() {
 		}
 	}}
 	go srv.Serve(ln)
-	json.NewEncoder(os.Stderr).Encode(map[string]string{"msg": "ready", "addr": ln.Addr().String()})
+	json.NewEncoder(os.Stderr).Encode(map[string]string{"msg": "listening", "addr": ln.Addr().String()})
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)

@@ -23,12 +23,27 @@ import (
 )
 
 // Check is one readiness condition. Func returns nil when the condition holds;
-// its error text is shown on /readyz, so it should say what is missing.
-// Func must be safe for concurrent use and honour ctx.
+// its error text is shown on /readyz, so it should say what is missing. An
+// error made with [Warning] does not fail readiness: it is listed after
+// "ok". Func must be safe for concurrent use and honour ctx.
 type Check struct {
 	Name string
 	Func func(ctx context.Context) error
 }
+
+// Warning wraps err so that a Check returning it stays ready while /readyz
+// shows why an operator should look (a certificate close to expiry). It
+// returns nil for a nil err.
+func Warning(err error) error {
+	if err == nil {
+		return nil
+	}
+	return warning{err}
+}
+
+type warning struct{ error }
+
+func (w warning) Unwrap() error { return w.error }
 
 // Config configures a Server. The zero value serves nothing useful: Addr is
 // required.
@@ -43,8 +58,13 @@ type Config struct {
 	// Pprof mounts net/http/pprof under /debug/pprof/. Off by default: it
 	// exposes internals and costs CPU when used.
 	Pprof bool
-	// Logger receives errors. If nil, logs are discarded.
+	// Logger receives errors, and readiness changes while Serve runs. If
+	// nil, logs are discarded.
 	Logger *slog.Logger
+	// ReadinessInterval is how often Serve evaluates the checks to log
+	// readiness changes ("ready", "not ready" with the reason). If zero,
+	// 2s; negative turns the logging off.
+	ReadinessInterval time.Duration
 }
 
 // Server is the admin HTTP server.
@@ -59,6 +79,9 @@ type Server struct {
 func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ReadinessInterval == 0 {
+		cfg.ReadinessInterval = 2 * time.Second
 	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -93,17 +116,32 @@ func (s *Server) Handler() http.Handler { return s.mux }
 func (s *Server) SetStopping() { s.stopping.Store(true) }
 
 // Ready runs every check and returns their joined errors, or nil.
+// Warnings do not count.
 func (s *Server) Ready(ctx context.Context) error {
+	_, err := s.check(ctx)
+	return err
+}
+
+// check runs every check and returns the warnings, each prefixed with its
+// check's name, and the failures, joined.
+func (s *Server) check(ctx context.Context) ([]string, error) {
 	if s.stopping.Load() {
-		return errors.New("shutting down")
+		return nil, errors.New("shutting down")
 	}
 	var errs []error
+	var warns []string
 	for _, c := range s.cfg.Checks {
-		if err := c.Func(ctx); err != nil {
+		err := c.Func(ctx)
+		var w warning
+		switch {
+		case err == nil:
+		case errors.As(err, &w):
+			warns = append(warns, c.Name+": "+w.Error())
+		default:
 			errs = append(errs, fmt.Errorf("%s: %w", c.Name, err))
 		}
 	}
-	return errors.Join(errs...)
+	return warns, errors.Join(errs...)
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
@@ -111,12 +149,64 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	if err := s.Ready(ctx); err != nil {
+	warns, err := s.check(ctx)
+	if err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		io.WriteString(w, "not ready:\n"+strings.TrimSpace(err.Error())+"\n")
+	} else {
+		io.WriteString(w, "ok\n")
+	}
+	for _, wn := range warns {
+		io.WriteString(w, "warning: "+wn+"\n")
+	}
+}
+
+// logReadiness evaluates the checks every ReadinessInterval until ctx is
+// done and logs each change: "ready" when every check passes, "not ready"
+// with the reason when one fails (the failing checks, not their changing
+// texts, decide what a change is).
+func (s *Server) logReadiness(ctx context.Context) {
+	if s.cfg.ReadinessInterval < 0 {
 		return
 	}
-	io.WriteString(w, "ok\n")
+	last := "unknown"
+	t := time.NewTicker(s.cfg.ReadinessInterval)
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := s.check(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		state := "ready"
+		if err != nil {
+			state = failingChecks(err)
+		}
+		if state != last {
+			if err == nil {
+				s.cfg.Logger.Info("ready")
+			} else {
+				s.cfg.Logger.Warn("not ready", "reason", strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; "))
+			}
+			last = state
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// failingChecks names the failing checks in a joined error from check.
+func failingChecks(err error) string {
+	var names []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		name, _, _ := strings.Cut(line, ":")
+		names = append(names, name)
+	}
+	return strings.Join(names, ",")
 }
 
 // Listen binds the admin address. It does nothing when Addr is empty.
@@ -155,6 +245,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.ln) }()
+	lctx, stopLog := context.WithCancel(ctx)
+	logged := make(chan struct{})
+	go func() { defer close(logged); s.logReadiness(lctx) }()
+	defer func() { stopLog(); <-logged }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("admin listener: %w", err)
