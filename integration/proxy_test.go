@@ -577,6 +577,13 @@ func TestHTTPRedirectsToHTTPS(t *testing.T) {
 	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != want {
 		t.Errorf("got %d %q, want 308 %q", resp.StatusCode, resp.Header.Get("Location"), want)
 	}
+	// Issue #12: the redirect is access-logged like any HTTPS request.
+	e.px.waitLine(5*time.Second, func(l string) bool {
+		return strings.Contains(l, `"scheme":"http"`) && strings.Contains(l, `"status":308`) && strings.Contains(l, `"path":"/a/b"`)
+	})
+	if !strings.Contains(e.px.output(), `"scheme":"http"`) {
+		t.Errorf("no access-log line for the 308:\n%s", e.px.output())
+	}
 }
 
 func TestIdleTimeouts(t *testing.T) {

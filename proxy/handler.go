@@ -190,16 +190,22 @@ func (h *handler) finish(rw *respWriter, r *http.Request, start time.Time) {
 		upstream = rw.headerAt.Sub(start).Seconds()
 		h.metrics.upstreamDuration.Observe(upstream)
 	}
+	h.accessLog(r, "https", status, rw.bytes, d, upstream)
+}
+
+// accessLog writes one access-log line, for either listener.
+func (h *handler) accessLog(r *http.Request, scheme string, status int, bytes int64, d, upstream float64) {
 	if h.cfg.AccessLog == nil {
 		return
 	}
 	h.cfg.AccessLog.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		slog.String("scheme", scheme),
 		slog.String("method", r.Method),
 		slog.String("host", r.Host),
 		slog.String("path", r.URL.Path),
 		slog.String("proto", r.Proto),
 		slog.Int("status", status),
-		slog.Int64("bytes", rw.bytes),
+		slog.Int64("bytes", bytes),
 		slog.Float64("duration_seconds", d),
 		slog.Float64("upstream_duration_seconds", upstream),
 		slog.String("remote_addr", r.RemoteAddr),

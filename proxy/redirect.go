@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // redirectHandler answers plain HTTP with a 308 to the same path and query
@@ -37,3 +38,45 @@ func (h *redirectHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "Redirecting to "+target+"\n")
 	}
 }
+
+// logPlain access-logs what the plain-HTTP listener answers (308s and ACME
+// HTTP-01 challenges) in the same form as the HTTPS listener's lines.
+func (h *handler) logPlain(next http.Handler) http.Handler {
+	if h.cfg.AccessLog == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		if sw.status == 0 {
+			sw.status = http.StatusOK
+		}
+		h.accessLog(r, "http", sw.status, sw.bytes, time.Since(start).Seconds(), 0)
+	})
+}
+
+// statusWriter records what a handler answered.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

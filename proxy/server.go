@@ -136,6 +136,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		if s.cfg.WrapHTTP != nil {
 			h = s.cfg.WrapHTTP(h)
 		}
+		h = s.handler.logPlain(h)
 		redirect = &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
