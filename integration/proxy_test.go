@@ -458,6 +458,34 @@ func TestSmugglingProbesNeverReachApp(t *testing.T) {
 		if resp.StatusCode == 200 && (got.BodyBytes != 5 || got.Header["Content-Length"] != nil) {
 			t.Errorf("app saw body %d bytes, Content-Length %v: framed by Content-Length", got.BodyBytes, got.Header["Content-Length"])
 		}
+		// Issue #11: answered, then the connection is closed.
+		if !resp.Close {
+			t.Error("response to a request with Content-Length and Transfer-Encoding keeps the connection open")
+		}
+		if n, err := c.Read(make([]byte, 1)); err == nil {
+			t.Errorf("connection still open after the answer (read %d bytes)", n)
+		}
+	})
+	t.Run("CL and TE pipelined behind a clean request", func(t *testing.T) {
+		// The mark is read ahead with the first request's bytes; the
+		// second must still close the connection.
+		raw := "GET /echo HTTP/1.1\r\nHost: app.example\r\n\r\n" +
+			"POST /echo HTTP/1.1\r\nHost: app.example\r\nTransfer-Encoding: chunked\r\ncontent-length: 4\r\n\r\n0\r\n\r\n"
+		c := e.tlsConn(t)
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, raw)
+		br := bufio.NewReader(c)
+		for i, wantClose := range []bool{false, true} {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("response %d: %v", i, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.Close != wantClose {
+				t.Errorf("response %d: close = %v, want %v", i, resp.Close, wantClose)
+			}
+		}
 	})
 	var seen []struct{ Path string }
 	getJSON(t, plainClient, "http://"+e.app.addr("addr")+"/-/seen", &seen)

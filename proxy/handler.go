@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/http"
@@ -48,6 +49,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer rw.release() // runs after finish
 	defer h.finish(rw, r, start)
+	if r.ProtoMajor == 1 {
+		if ci, _ := r.Context().Value(connInfoKey{}).(*connInfo); ci != nil && ci.h1 != nil {
+			if r.TLS == nil {
+				r.TLS = ci.tls
+			}
+			if len(r.TransferEncoding) > 0 && ci.h1.sawCL {
+				// Content-Length and Transfer-Encoding both, perhaps: framed
+				// by the latter, answered, then closed (RFC 9112 §6.3).
+				rw.Header()["Connection"] = []string{"close"}
+			}
+		}
+	}
 
 	host := r.Host
 	if host == "" {
@@ -240,6 +253,8 @@ type connInfoKey struct{}
 // connInfo is per client connection, stored in its context by ConnContext.
 type connInfo struct {
 	conn net.Conn
+	h1   *h1Conn              // the HTTP/1 connection; nil for HTTP/2
+	tls  *tls.ConnectionState // for HTTP/1, where net/http leaves r.TLS nil
 
 	mu          sync.Mutex
 	windowStart time.Time

@@ -103,9 +103,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
+	// No TLSConfig: acceptTLS has done the handshakes. net/http serves
+	// the *tls.Conns it is handed as HTTP/2 (their ALPN says so) and the
+	// h1Conns as HTTP/1.
 	https := &http.Server{
 		Handler:           s.handler,
-		TLSConfig:         tlsCfg,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
@@ -119,7 +121,11 @@ func (s *Server) Serve(ctx context.Context) error {
 			PingTimeout:     15 * time.Second,
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, connInfoKey{}, &connInfo{conn: c})
+			ci := &connInfo{conn: c}
+			if h1, ok := c.(*h1Conn); ok {
+				ci.h1, ci.tls = h1, h1.tlsState()
+			}
+			return context.WithValue(ctx, connInfoKey{}, ci)
 		},
 		ConnState: func(_ net.Conn, st http.ConnState) {
 			switch st {
@@ -165,13 +171,16 @@ func (s *Server) Serve(ctx context.Context) error {
 	}()
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return ignoreClosed(https.ServeTLS(s.httpsLn, "", "")) })
+	conns := newConnQueue(s.httpsLn.Addr())
+	g.Go(func() error { return ignoreClosed(https.Serve(conns)) })
+	g.Go(func() error { return s.acceptTLS(gctx, s.httpsLn, tlsCfg, conns) })
 	if redirect != nil {
 		g.Go(func() error { return ignoreClosed(redirect.Serve(s.httpLn)) })
 	}
 	g.Go(func() error {
 		<-gctx.Done()
 		s.cfg.Logger.Info("shutting down: waiting for in-flight requests", "timeout_seconds", s.cfg.ShutdownTimeout.Seconds())
+		s.httpsLn.Close() // no new connections; https.Shutdown closes the queue
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 		defer cancel()
 		var wg sync.WaitGroup

@@ -1,0 +1,159 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// outrider accepts client connections and completes their TLS handshakes
+// itself, then hands each to net/http: an HTTP/2 one as the *tls.Conn it
+// is, an HTTP/1 one wrapped in an h1Conn. Owning this step is what lets
+// outrider see an HTTP/1 connection's bytes (h1Conn) and count handshakes
+// where they happen.
+
+// acceptTLS accepts on ln until ctx is done or ln is closed, handshaking
+// each connection in its own goroutine and pushing it to q.
+func (s *Server) acceptTLS(ctx context.Context, ln net.Listener, cfg *tls.Config, q *connQueue) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of file descriptors and the like: wait, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.cfg.Logger.Warn("accept failed; retrying", "err", err, "retry_seconds", backoff.Seconds())
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			continue
+		}
+		backoff = 0
+		wg.Go(func() { s.handshake(ctx, c, cfg, q) })
+	}
+}
+
+// handshake runs the TLS handshake within ReadHeaderTimeout (as net/http
+// bounds it) and passes the connection on by its ALPN protocol.
+func (s *Server) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, q *connQueue) {
+	tc := tls.Server(raw, cfg)
+	raw.SetDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		s.metrics.handshakeErr.Inc()
+		s.cfg.Logger.Debug("tls handshake failed", "remote_addr", raw.RemoteAddr().String(), "err", err)
+		raw.Close()
+		return
+	}
+	raw.SetDeadline(time.Time{})
+	switch tc.ConnectionState().NegotiatedProtocol {
+	case "h2":
+		q.push(tc)
+	case "", "http/1.1", "http/1.0":
+		q.push(&h1Conn{Conn: tc})
+	default:
+		// acme-tls/1: the handshake itself was the answer.
+		tc.Close()
+	}
+}
+
+// connQueue is a net.Listener that yields the connections pushed to it.
+type connQueue struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newConnQueue(addr net.Addr) *connQueue {
+	return &connQueue{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.done) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return q.addr }
+
+// push hands c to the server, or closes it once the queue is closed.
+func (q *connQueue) push(c net.Conn) {
+	select {
+	case q.ch <- c:
+	case <-q.done:
+		c.Close()
+	}
+}
+
+// h1Conn is an HTTP/1 client connection after its handshake. It watches
+// the bytes net/http reads for a Content-Length header line, so that the
+// handler can tell a request that had both Content-Length and
+// Transfer-Encoding — net/http frames it by the latter and deletes the
+// former before any handler runs — and close the connection after
+// answering it, as RFC 9112 §6.3 requires. The mark is sticky for the
+// connection: pipelined requests are read ahead of their handlers, so a
+// mark that was reset could miss one. A false mark (a body that contains
+// the words) only costs a keep-alive.
+type h1Conn struct {
+	net.Conn
+	match int  // bytes of clMarker matched so far
+	sawCL bool // a Content-Length line has gone by on this connection
+}
+
+// clMarker is what a Content-Length header line starts with, after the
+// line feed that ends the line before it; matched ignoring case.
+const clMarker = "\ncontent-length:"
+
+func (c *h1Conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if !c.sawCL && n > 0 {
+		c.scan(p[:n])
+	}
+	return n, err
+}
+
+func (c *h1Conn) scan(b []byte) {
+	m := c.match
+	for _, x := range b {
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		switch {
+		case x == clMarker[m]:
+			m++
+			if m == len(clMarker) {
+				c.sawCL = true
+				return
+			}
+		case x == '\n':
+			m = 1
+		default:
+			m = 0
+		}
+	}
+	c.match = m
+}
+
+// tlsState returns the connection's TLS state, which net/http does not
+// fill in for a connection that is not a *tls.Conn.
+func (c *h1Conn) tlsState() *tls.ConnectionState {
+	st := c.Conn.(*tls.Conn).ConnectionState()
+	return &st
+}
