@@ -98,9 +98,9 @@ type Config struct {
 	// of passing them to the app, such as "/top" (which also matches
 	// "/top/…"). Their handlers must do their own authentication.
 	Mounts map[string]http.Handler
-	// AccessLog receives one Info line per request. It is separate from
-	// Logger so that callers can buffer it. If nil, there is no access log.
-	AccessLog *slog.Logger
+	// AccessLog receives one line per request, in the form of the other
+	// log lines. If nil, there is no access log.
+	AccessLog *AccessLog
 
 	// Logger receives lifecycle and access logs. If nil, logs are discarded.
 	Logger *slog.Logger

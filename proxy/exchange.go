@@ -49,6 +49,11 @@ type exchange struct {
 	hasBody bool
 	small   []byte // the whole body, read ahead; nil when it streams
 
+	// Response state, kept here so that one allocation serves the request.
+	head    respHead
+	chunks  chunkedReader
+	limited io.LimitedReader
+
 	mu        sync.Mutex // guards c against abort, which runs on another goroutine
 	c         *upConn
 	stopAbort func() bool // unhooks abort from the request's context
@@ -253,7 +258,7 @@ func (ex *exchange) roundTrip(deadline time.Time) (*respHead, error) {
 		expectTimer = time.AfterFunc(expectWait, ex.startSender)
 		defer expectTimer.Stop()
 	}
-	head := new(respHead)
+	head := &ex.head
 	scratch := getBuf()
 	defer func() { putBuf(scratch) }()
 	for interim := 0; ; interim++ {
@@ -450,10 +455,12 @@ func (ex *exchange) copyBody(head *respHead) error {
 	var chunks *chunkedReader
 	switch {
 	case head.chunked:
-		chunks = &chunkedReader{br: c.br}
+		ex.chunks = chunkedReader{br: c.br}
+		chunks = &ex.chunks
 		body = chunks
 	case head.contentLength >= 0:
-		body = &io.LimitedReader{R: c.br, N: head.contentLength}
+		ex.limited = io.LimitedReader{R: c.br, N: head.contentLength}
+		body = &ex.limited
 	default:
 		body = c.br
 	}

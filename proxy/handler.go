@@ -194,8 +194,7 @@ func (h *handler) finish(rw *respWriter, r *http.Request, start time.Time) {
 			status = statusClientClosed
 		}
 	}
-	end := time.Now()
-	d := end.Sub(start).Seconds()
+	d := time.Since(start).Seconds()
 	h.metrics.request(status, r.Method).Inc()
 	h.metrics.duration.Observe(d)
 	var upstream float64
@@ -211,18 +210,10 @@ func (h *handler) accessLog(r *http.Request, scheme string, status int, bytes in
 	if h.cfg.AccessLog == nil {
 		return
 	}
-	h.cfg.AccessLog.LogAttrs(r.Context(), slog.LevelInfo, "request",
-		slog.String("scheme", scheme),
-		slog.String("method", r.Method),
-		slog.String("host", r.Host),
-		slog.String("path", r.URL.Path),
-		slog.String("proto", r.Proto),
-		slog.Int("status", status),
-		slog.Int64("bytes", bytes),
-		slog.Float64("duration_seconds", d),
-		slog.Float64("upstream_duration_seconds", upstream),
-		slog.String("remote_addr", r.RemoteAddr),
-	)
+	h.cfg.AccessLog.write(time.Now(), &accessEntry{
+		scheme: scheme, method: r.Method, host: r.Host, path: r.URL.Path, proto: r.Proto, remote: r.RemoteAddr,
+		status: status, bytes: bytes, duration: d, upstream: upstream,
+	})
 }
 
 // noteReset counts a cancelled HTTP/2 stream against its connection and

@@ -50,7 +50,7 @@ func benchServer(b *testing.B, upstream string) *Server {
 		Upstream:       upstream,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil },
 		Rewrites:       AllRewrites,
-		AccessLog:      slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		AccessLog:      &AccessLog{W: io.Discard, JSON: true},
 		Logger:         slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Registerer:     prometheus.NewRegistry(),
 	})

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"strconv"
+	"strings"
 )
 
 // The HTTP/1.1 wire format towards the app: outrider writes the request head
@@ -128,6 +129,9 @@ func parseHead(raw []byte, h *respHead, dst http.Header) error {
 		clSeen, teSeen, keepAlive bool
 		lastKey                   string
 	)
+	// One backing array for every single-valued field: a field's slice
+	// is capped, so that a second value appends elsewhere.
+	values := make([]string, 0, strings.Count(s, "\n"))
 	for {
 		nl = indexByte(s, '\n')
 		line := s[:nl]
@@ -206,7 +210,12 @@ func parseHead(raw []byte, h *respHead, dst http.Header) error {
 		case "Proxy-Connection", "Te":
 			continue
 		}
-		dst[key] = append(dst[key], value)
+		if vv, ok := dst[key]; ok {
+			dst[key] = append(vv, value)
+		} else {
+			values = append(values, value)
+			dst[key] = values[len(values)-1 : len(values) : len(values)]
+		}
 		lastKey = key
 	}
 	if h.chunked {

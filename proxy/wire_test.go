@@ -3,11 +3,14 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -280,5 +283,41 @@ func TestChunkedWriterRoundTrip(t *testing.T) {
 	}
 	if _, err := cr.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Errorf("read after the end: %v, want EOF", err)
+	}
+}
+
+// TestAccessLogLinesMatchSlog: the hand-written access-log lines read back
+// as slog's own JSON and text handlers would write the same record.
+func TestAccessLogLinesMatchSlog(t *testing.T) {
+	e := &accessEntry{scheme: "https", method: "GET", host: "app.example", path: "/caf\xc3\xa9 \"q\"\x01\xff",
+		proto: "HTTP/1.1", remote: "[::1]:1234", status: 200, bytes: 1024, duration: 0.000123, upstream: 1.5}
+	now := time.Date(2026, 12, 1, 10, 0, 0, 123456789, time.UTC)
+	attrs := []any{"component", "proxy", "scheme", e.scheme, "method", e.method, "host", e.host, "path", e.path,
+		"proto", e.proto, "status", e.status, "bytes", e.bytes, "duration_seconds", e.duration,
+		"upstream_duration_seconds", e.upstream, "remote_addr", e.remote}
+	for _, jsonForm := range []bool{true, false} {
+		var ours, theirs bytes.Buffer
+		(&AccessLog{W: &ours, JSON: jsonForm}).write(now, e)
+		var h slog.Handler = slog.NewTextHandler(&theirs, nil)
+		if jsonForm {
+			h = slog.NewJSONHandler(&theirs, nil)
+		}
+		r := slog.NewRecord(now, slog.LevelInfo, "request", 0)
+		r.Add(attrs...)
+		h.Handle(t.Context(), r)
+		if jsonForm {
+			var a, b map[string]any
+			if err := json.Unmarshal(ours.Bytes(), &a); err != nil {
+				t.Fatalf("our JSON line %q: %v", ours.String(), err)
+			}
+			json.Unmarshal(theirs.Bytes(), &b)
+			if d := cmp.Diff(b, a); d != "" {
+				t.Errorf("JSON line differs from slog's (-slog +ours):\n%s", d)
+			}
+			continue
+		}
+		if ours.String() != theirs.String() {
+			t.Errorf("text line\n%q\nslog writes\n%q", ours.String(), theirs.String())
+		}
 	}
 }

@@ -41,14 +41,7 @@ func (lf *logFlags) logger(stderr io.Writer) (*slog.Logger, error) {
 		return nil, usageError{fmt.Errorf("invalid value %q for flag --log-level: want debug, info, warn or error", *lf.level)}
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
-	format := strings.ToLower(*lf.format)
-	if format == "" {
-		format = "json"
-		if isTerminal(stderr) {
-			format = "text"
-		}
-	}
-	switch format {
+	switch format := lf.resolvedFormat(stderr); format {
 	case "json":
 		return slog.New(slog.NewJSONHandler(stderr, opts)), nil
 	case "text":
@@ -57,6 +50,20 @@ func (lf *logFlags) logger(stderr io.Writer) (*slog.Logger, error) {
 		return nil, usageError{fmt.Errorf("invalid value %q for flag --log-format: want text or json", *lf.format)}
 	}
 }
+
+// resolvedFormat is --log-format, or json off a terminal and text on one.
+func (lf *logFlags) resolvedFormat(stderr io.Writer) string {
+	if format := strings.ToLower(*lf.format); format != "" {
+		return format
+	}
+	if isTerminal(stderr) {
+		return "text"
+	}
+	return "json"
+}
+
+// json reports whether logs to stderr are JSON lines.
+func (lf *logFlags) json(stderr io.Writer) bool { return lf.resolvedFormat(stderr) == "json" }
 
 // isTerminal reports whether w is a character device (a terminal).
 func isTerminal(w io.Writer) bool {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"time"
 
@@ -44,7 +43,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	shutdownTimeout := durationFlag(fs, "shutdown-timeout", 30*time.Second, "how long SIGTERM/SIGINT waits for in-flight requests")
 	rewrites := newListFlag(fs, "legacy-rewrites", "legacy-app fixes: location (Location/Refresh to https), cookie (Set-Cookie Secure), destination (WebDAV); empty turns all off",
 		"location", "cookie", "destination")
-	accessLog := fs.Bool("access-log", true, "log one line per request")
+	accessLogOn := fs.Bool("access-log", true, "log one line per request")
 	pprof := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin listener")
 	withTop := fs.Bool("top", false, "serve /top (processes and resources) on the admin listener; see 'outrider top -h'")
 	topTokenFile := fs.String("top-token-file", "", "`file` holding the bearer token every /top request needs (re-read on SIGHUP)")
@@ -112,14 +111,11 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 			mounts = map[string]http.Handler{"/top": top.handler}
 		}
 	}
-	var accessLogger *slog.Logger
-	if *accessLog {
+	var accessLog *proxy.AccessLog
+	if *accessLogOn {
 		buf := newLineBuffer(stderr)
 		defer buf.Flush()
-		if accessLogger, err = lf.logger(buf); err != nil {
-			return err
-		}
-		accessLogger = accessLogger.With("component", "proxy")
+		accessLog = &proxy.AccessLog{W: buf, JSON: lf.json(stderr)}
 	}
 	srv, err := proxy.New(proxy.Config{
 		Listen:                *listen,
@@ -143,7 +139,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 		HSTS:                  time.Duration(*hsts) * time.Second,
 		Rewrites:              rw,
 		Mounts:                mounts,
-		AccessLog:             accessLogger,
+		AccessLog:             accessLog,
 		Logger:                log.With("component", "proxy"),
 		Registerer:            reg,
 	})
