@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/mholt/acmez/v3"
 	"github.com/mholt/acmez/v3/acme"
 )
 
@@ -73,6 +74,12 @@ func newACMESource(cfg Config, m *metrics) (*acmeSource, error) {
 		kick:   make(chan struct{}, 1),
 	}
 	zl := newZapLogger(cfg.Logger.Handler())
+	var dns01 *certmagic.DNS01Solver
+	if cfg.dnsEnabled() {
+		if dns01, err = newDNSSolver(cfg, zl); err != nil {
+			return nil, err
+		}
+	}
 	var magic *certmagic.Config
 	s.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return magic, nil },
@@ -91,6 +98,14 @@ func newACMESource(cfg Config, m *metrics) (*acmeSource, error) {
 		Issuers: []certmagic.Issuer{},
 	})
 	for _, dir := range cfg.ACMEDirectories {
+		// With DNS-01 configured it is the only challenge for DNS names:
+		// the point is a host the CA cannot reach, where an HTTP-01 or
+		// TLS-ALPN-01 attempt would only fail first.
+		disableHTTP, disableALPN := cfg.DisableHTTPChallenge, cfg.DisableTLSALPNChallenge
+		var solver acmez.Solver
+		if dns01 != nil {
+			solver, disableHTTP, disableALPN = dns01, true, true
+		}
 		iss := certmagic.NewACMEIssuer(magic, certmagic.ACMEIssuer{
 			CA: dir,
 			// certmagic retries a failed order against TestCA; left empty
@@ -100,8 +115,9 @@ func newACMESource(cfg Config, m *metrics) (*acmeSource, error) {
 			Agreed:                  true,
 			ExternalAccount:         eab,
 			Profile:                 cfg.ACMEProfile,
-			DisableHTTPChallenge:    cfg.DisableHTTPChallenge,
-			DisableTLSALPNChallenge: cfg.DisableTLSALPNChallenge,
+			DisableHTTPChallenge:    disableHTTP,
+			DisableTLSALPNChallenge: disableALPN,
+			DNS01Solver:             solver,
 			AltHTTPPort:             cfg.HTTPChallengePort,
 			AltTLSALPNPort:          cfg.TLSALPNChallengePort,
 			TrustedRoots:            roots,

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,6 +56,28 @@ type Config struct {
 	// Let's Encrypt's "shortlived"); it is kept for renewals. If empty, the
 	// server's default.
 	ACMEProfile string
+
+	// DNSProvider turns on the DNS-01 challenge, the only one for wildcard
+	// names and the one that works where the CA cannot reach the host:
+	// DNSProviderRFC2136 (with DNSServer and DNSTSIGKeyFile) or
+	// DNSProviderExecPrefix+"/path/cmd". With it, DNS names are validated
+	// by DNS-01 only (HTTP-01 and TLS-ALPN-01 are off for them); IP
+	// addresses, which DNS-01 cannot prove, keep the other two. If empty,
+	// no DNS-01.
+	DNSProvider string
+	// DNSServer is the rfc2136 provider's primary server, HOST or HOST:PORT
+	// (port 53 if none); DNSTSIGKeyFile its TSIG key, a BIND key file
+	// (key "name" { algorithm hmac-sha256; secret "…"; };), read at New.
+	DNSServer, DNSTSIGKeyFile string
+	// DNSResolvers are the servers (HOST or HOST:PORT) asked to find the
+	// zone of a name and to check that the TXT record has propagated. If
+	// empty, the system resolvers find the zone and the zone's
+	// authoritative servers are checked.
+	DNSResolvers []string
+	// DNSPropagationTimeout is how long the propagation check waits for the
+	// TXT record to be visible before the CA is asked to validate. If zero,
+	// two minutes; negative: no check.
+	DNSPropagationTimeout time.Duration
 
 	// HTTPChallengePort is the local port of the plain-HTTP listener that
 	// answers HTTP-01 challenges through [Manager.HTTPHandler]; certmagic
@@ -159,11 +182,15 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %v is negative", name, d))
 		}
 	}
+	acme := c.CertFile == "" && !c.Internal && len(c.Domains) > 0
 	for _, d := range c.Domains {
 		if err := checkName(d); err != nil {
 			errs = append(errs, fmt.Errorf("--domain %q: %w", d, err))
+		} else if acme && strings.HasPrefix(d, "*.") && !c.dnsEnabled() {
+			errs = append(errs, fmt.Errorf("--domain %q: a wildcard is validated only by DNS-01; give --acme-dns", d))
 		}
 	}
+	errs = append(errs, c.validateDNS()...)
 	for _, u := range c.ACMEDirectories {
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
 			errs = append(errs, fmt.Errorf("--acme-directory %q is not an http(s) URL", u))
