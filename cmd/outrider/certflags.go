@@ -33,6 +33,12 @@ type certFlags struct {
 	duplicateLimit     *int
 	forceOrder         *bool
 
+	acmeDNS                   *string
+	acmeDNSServer             *string
+	acmeDNSTSIGKeyFile        *string
+	acmeDNSResolvers          *listFlag
+	acmeDNSPropagationTimeout *time.Duration
+
 	etcd        func() etcdclient.Options // --etcd-* (etcdflags.go)
 	etcdLockTTL *time.Duration
 }
@@ -58,6 +64,16 @@ func addCertFlags(fs *flagSet) *certFlags {
 		duplicateLimit: fs.Int("acme-duplicate-limit", 5,
 			"most certificates obtained for the same name set in 7 days (recorded in --storage); further orders are refused; -1: no limit"),
 		forceOrder: fs.Bool("acme-force-order", false, "order even beyond --acme-duplicate-limit"),
+
+		acmeDNS: fs.String("acme-dns", "", "DNS-01 `provider`: rfc2136 (DNS UPDATE with TSIG) or exec:/path/cmd (run as cmd present|cleanup FQDN VALUE); "+
+			"DNS names are then validated by DNS-01 only, and wildcard --domain names become possible"),
+		acmeDNSServer: fs.String("acme-dns-server", "", "primary DNS server `HOST:PORT` that accepts the DNS UPDATEs of --acme-dns rfc2136 (port 53 if none)"),
+		acmeDNSTSIGKeyFile: fs.String("acme-dns-tsig-key-file", "",
+			"TSIG key `file` in BIND format (tsig-keygen's output) signing the updates of --acme-dns rfc2136"),
+		acmeDNSResolvers: newListFlag(fs, "acme-dns-resolvers",
+			"DNS server `HOST:PORT` asked for the zone and the propagation check of DNS-01 (default: system resolvers, then the zone's own servers)"),
+		acmeDNSPropagationTimeout: durationFlag(fs, "acme-dns-propagation-timeout", 2*time.Minute,
+			"how long DNS-01 waits for its TXT record to be visible before asking the CA to validate; 0 skips the check"),
 
 		etcd:        addEtcdFlags(fs),
 		etcdLockTTL: addEtcdLockTTLFlag(fs),
@@ -89,8 +105,17 @@ func (cf *certFlags) config(log *slog.Logger, reg prometheus.Registerer) certs.C
 		RenewCheckInterval: *cf.renewCheckInterval,
 		DuplicateLimit:     *cf.duplicateLimit,
 		ForceOrder:         *cf.forceOrder,
-		Logger:             log,
-		Registerer:         reg,
+
+		DNSProvider:           *cf.acmeDNS,
+		DNSServer:             *cf.acmeDNSServer,
+		DNSTSIGKeyFile:        *cf.acmeDNSTSIGKeyFile,
+		DNSResolvers:          cf.acmeDNSResolvers.values,
+		DNSPropagationTimeout: *cf.acmeDNSPropagationTimeout,
+		Logger:                log,
+		Registerer:            reg,
+	}
+	if *cf.acmeDNSPropagationTimeout == 0 {
+		cfg.DNSPropagationTimeout = -1 // 0 would mean the default in certs.Config
 	}
 	if *cf.duplicateLimit == 0 {
 		cfg.DuplicateLimit = -1 // 0 would mean the default in certs.Config

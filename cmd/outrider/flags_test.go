@@ -104,6 +104,12 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--trusted-proxies", "10.0.0.0/40"}, exitUsage, "10.0.0.0/40"},
 		{[]string{"proxy", "--log-format", "xml"}, exitUsage, `"xml"`},
 		{[]string{"proxy"}, exitUsage, "--upstream is required"},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--domain", "*.a.example"}, exitUsage, "give --acme-dns"},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--domain", "a.example", "--acme-dns", "route53"}, exitUsage, `--acme-dns "route53": unknown provider`},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--domain", "a.example", "--storage", "/nonexistent",
+			"--acme-dns", "rfc2136", "--acme-dns-server", "127.0.0.1:53", "--acme-dns-tsig-key-file", "/nonexistent/tsig.key"}, exitUsage, "reading --acme-dns-tsig-key-file"},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--domain", "a.example", "--storage", "/nonexistent",
+			"--acme-dns", "exec:/nonexistent/hook"}, exitUsage, "--acme-dns exec:/nonexistent/hook: stat"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
