@@ -30,12 +30,18 @@ type acmeSource struct {
 	log     *slog.Logger
 	storage certmagic.Storage
 	cache   *certmagic.Cache
-	magic   *certmagic.Config
-	issuers []*certmagic.ACMEIssuer
-	ledger  *ledger
-	track   *tracker
-	m       *metrics
-	kick    chan struct{} // asks run to refresh the served-certificate facts
+	// magic orders and renews the DNS names of Domains; ipMagic, nil when
+	// there are none, the IP addresses (with their own profile). Both sit
+	// on the one cache, so either serves any cached certificate.
+	magic, ipMagic *certmagic.Config
+	// dnsNames and ipNames split Domains (lower case); static holds them all.
+	dnsNames, ipNames []string
+	static            map[string]bool
+	issuers           []*certmagic.ACMEIssuer
+	ledger            *ledger
+	track             *tracker
+	m                 *metrics
+	kick              chan struct{} // asks run to refresh the served-certificate facts
 }
 
 func newACMESource(cfg Config, m *metrics) (*acmeSource, error) {
@@ -72,6 +78,16 @@ func newACMESource(cfg Config, m *metrics) (*acmeSource, error) {
 		ledger: &ledger{storage: storage, now: cfg.Now},
 		track:  newTracker("acme", cfg, m),
 		kick:   make(chan struct{}, 1),
+		static: map[string]bool{},
+	}
+	for _, d := range cfg.Domains {
+		d = strings.ToLower(d)
+		s.static[d] = true
+		if certmagic.SubjectIsIP(d) {
+			s.ipNames = append(s.ipNames, d)
+		} else {
+			s.dnsNames = append(s.dnsNames, d)
+		}
 	}
 	zl := newZapLogger(cfg.Logger.Handler())
 	var dns01 *certmagic.DNS01Solver
@@ -80,57 +96,98 @@ func newACMESource(cfg Config, m *metrics) (*acmeSource, error) {
 			return nil, err
 		}
 	}
-	var magic *certmagic.Config
 	s.cache = certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return magic, nil },
+		GetConfigForCert:   s.configForCert,
 		RenewCheckInterval: cfg.RenewCheckInterval,
 		Logger:             zl,
 	})
-	magic = certmagic.New(s.cache, certmagic.Config{
-		Storage:            storage,
-		Logger:             zl,
-		OnEvent:            s.onEvent,
-		RenewalWindowRatio: renewalRatio,
-		// Clients without SNI (by IP address) get the first name's certificate.
-		DefaultServerName: cfg.Domains[0],
-		// Non-nil, so that certmagic.New does not add an issuer built from
-		// its package defaults (Let's Encrypt).
-		Issuers: []certmagic.Issuer{},
-	})
-	for _, dir := range cfg.ACMEDirectories {
-		// With DNS-01 configured it is the only challenge for DNS names:
-		// the point is a host the CA cannot reach, where an HTTP-01 or
-		// TLS-ALPN-01 attempt would only fail first.
-		disableHTTP, disableALPN := cfg.DisableHTTPChallenge, cfg.DisableTLSALPNChallenge
-		var solver acmez.Solver
-		if dns01 != nil {
-			solver, disableHTTP, disableALPN = dns01, true, true
-		}
-		iss := certmagic.NewACMEIssuer(magic, certmagic.ACMEIssuer{
-			CA: dir,
-			// certmagic retries a failed order against TestCA; left empty
-			// with a private CA it could reach Let's Encrypt staging.
-			TestCA:                  testCA(dir),
-			Email:                   cfg.ACMEEmail,
-			Agreed:                  true,
-			ExternalAccount:         eab,
-			Profile:                 cfg.ACMEProfile,
-			DisableHTTPChallenge:    disableHTTP,
-			DisableTLSALPNChallenge: disableALPN,
-			DNS01Solver:             solver,
-			AltHTTPPort:             cfg.HTTPChallengePort,
-			AltTLSALPNPort:          cfg.TLSALPNChallengePort,
-			TrustedRoots:            roots,
-			Logger:                  zl,
+	// newConfig is one certmagic.Config on the shared cache, with an issuer
+	// per directory ordering with profile. With dns01 (never for IP
+	// addresses, which DNS-01 cannot prove) it is the only challenge: the
+	// point is a host the CA cannot reach, where an HTTP-01 or TLS-ALPN-01
+	// attempt would only fail first.
+	newConfig := func(profile string, dns01 *certmagic.DNS01Solver) *certmagic.Config {
+		magic := certmagic.New(s.cache, certmagic.Config{
+			Storage:            storage,
+			Logger:             zl,
+			OnEvent:            s.onEvent,
+			RenewalWindowRatio: renewalRatio,
+			// Clients without SNI get the certificate of the address they
+			// dialled if there is one, else the first name's.
+			DefaultServerName: cfg.Domains[0],
+			// Non-nil, so that certmagic.New does not add an issuer built
+			// from its package defaults (Let's Encrypt).
+			Issuers: []certmagic.Issuer{},
 		})
-		s.issuers = append(s.issuers, iss)
-		magic.Issuers = append(magic.Issuers, iss)
+		for _, dir := range cfg.ACMEDirectories {
+			disableHTTP, disableALPN := cfg.DisableHTTPChallenge, cfg.DisableTLSALPNChallenge
+			var solver acmez.Solver
+			if dns01 != nil {
+				solver, disableHTTP, disableALPN = dns01, true, true
+			}
+			iss := certmagic.NewACMEIssuer(magic, certmagic.ACMEIssuer{
+				CA: dir,
+				// certmagic retries a failed order against TestCA; left
+				// empty with a private CA it could reach Let's Encrypt
+				// staging.
+				TestCA:                  testCA(dir),
+				Email:                   cfg.ACMEEmail,
+				Agreed:                  true,
+				ExternalAccount:         eab,
+				Profile:                 profile,
+				DisableHTTPChallenge:    disableHTTP,
+				DisableTLSALPNChallenge: disableALPN,
+				DNS01Solver:             solver,
+				AltHTTPPort:             cfg.HTTPChallengePort,
+				AltTLSALPNPort:          cfg.TLSALPNChallengePort,
+				TrustedRoots:            roots,
+				Logger:                  zl,
+			})
+			s.issuers = append(s.issuers, iss)
+			magic.Issuers = append(magic.Issuers, iss)
+		}
+		return magic
 	}
-	s.magic = magic
+	s.magic = newConfig(cfg.ACMEProfile, dns01)
+	if len(s.ipNames) > 0 {
+		s.ipMagic = newConfig(ipProfile(cfg, s.ipNames), nil)
+	}
 	for _, d := range cfg.Domains {
 		s.track.expect(strings.ToLower(d))
 	}
 	return s, nil
+}
+
+// shortlivedProfile is the ACME profile under which Let's Encrypt issues
+// IP-address certificates (and only under it), valid about 6 days.
+const shortlivedProfile = "shortlived"
+
+// ipProfile is the ACME profile IP-address certificates are ordered with:
+// shortlived unless ACMEProfile names another, which is then respected
+// with a warning. It logs the choice.
+func ipProfile(cfg Config, ips []string) string {
+	switch cfg.ACMEProfile {
+	case "", shortlivedProfile:
+		cfg.Logger.Info("IP address certificates are ordered with the shortlived ACME profile", "domains", ips, "profile", shortlivedProfile)
+		return shortlivedProfile
+	default:
+		cfg.Logger.Warn("IP address certificates ordered with --acme-profile; Let's Encrypt issues them only under shortlived",
+			"domains", ips, "profile", cfg.ACMEProfile)
+		return cfg.ACMEProfile
+	}
+}
+
+// configForCert is the certmagic.Config that maintains (renews) cert: the
+// one for IP addresses when it names one, else the one for DNS names.
+func (s *acmeSource) configForCert(cert certmagic.Certificate) (*certmagic.Config, error) {
+	if s.ipMagic != nil {
+		for _, n := range cert.Names {
+			if certmagic.SubjectIsIP(n) {
+				return s.ipMagic, nil
+			}
+		}
+	}
+	return s.magic, nil
 }
 
 // testCA is the directory certmagic retries against after a failure: Let's
@@ -182,8 +239,13 @@ func (s *acmeSource) reload(context.Context) error {
 // retries) and keeps the facts fresh until ctx is done.
 func (s *acmeSource) run(ctx context.Context) error {
 	defer s.cache.Stop()
-	if err := s.magic.ManageAsync(ctx, s.cfg.Domains); err != nil {
+	if err := s.magic.ManageAsync(ctx, s.dnsNames); err != nil {
 		return fmt.Errorf("managing certificates: %w", err)
+	}
+	if s.ipMagic != nil {
+		if err := s.ipMagic.ManageAsync(ctx, s.ipNames); err != nil {
+			return fmt.Errorf("managing IP address certificates: %w", err)
+		}
 	}
 	tick := time.NewTicker(min(s.cfg.RenewCheckInterval, time.Minute))
 	defer tick.Stop()
