@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,6 +35,10 @@ type acmeSource struct {
 	// there are none, the IP addresses (with their own profile). Both sit
 	// on the one cache, so either serves any cached certificate.
 	magic, ipMagic *certmagic.Config
+	// odMagic obtains on-demand names at their first handshake, as od
+	// decides; both nil without OnDemandAsk.
+	odMagic *certmagic.Config
+	od      *onDemand
 	// dnsNames and ipNames split Domains (lower case); static holds them all.
 	dnsNames, ipNames []string
 	static            map[string]bool
@@ -106,15 +111,20 @@ func newACMESource(cfg Config, m *metrics) (*acmeSource, error) {
 	// addresses, which DNS-01 cannot prove) it is the only challenge: the
 	// point is a host the CA cannot reach, where an HTTP-01 or TLS-ALPN-01
 	// attempt would only fail first.
-	newConfig := func(profile string, dns01 *certmagic.DNS01Solver) *certmagic.Config {
+	var defaultName string
+	if len(cfg.Domains) > 0 {
+		// Clients without SNI get the certificate of the address they
+		// dialled if there is one, else the first name's.
+		defaultName = cfg.Domains[0]
+	}
+	newConfig := func(profile string, dns01 *certmagic.DNS01Solver, od *certmagic.OnDemandConfig) *certmagic.Config {
 		magic := certmagic.New(s.cache, certmagic.Config{
 			Storage:            storage,
 			Logger:             zl,
 			OnEvent:            s.onEvent,
 			RenewalWindowRatio: renewalRatio,
-			// Clients without SNI get the certificate of the address they
-			// dialled if there is one, else the first name's.
-			DefaultServerName: cfg.Domains[0],
+			DefaultServerName:  defaultName,
+			OnDemand:           od,
 			// Non-nil, so that certmagic.New does not add an issuer built
 			// from its package defaults (Let's Encrypt).
 			Issuers: []certmagic.Issuer{},
@@ -148,9 +158,17 @@ func newACMESource(cfg Config, m *metrics) (*acmeSource, error) {
 		}
 		return magic
 	}
-	s.magic = newConfig(cfg.ACMEProfile, dns01)
+	s.magic = newConfig(cfg.ACMEProfile, dns01, nil)
 	if len(s.ipNames) > 0 {
-		s.ipMagic = newConfig(ipProfile(cfg, s.ipNames), nil)
+		s.ipMagic = newConfig(ipProfile(cfg, s.ipNames), nil, nil)
+	}
+	if cfg.OnDemandAsk != "" {
+		if s.od, err = newOnDemand(cfg, m); err != nil {
+			return nil, err
+		}
+		// Customers' names point at this host: HTTP-01 and TLS-ALPN-01,
+		// not DNS-01 (their zones are not ours to update).
+		s.odMagic = newConfig(cfg.ACMEProfile, nil, &certmagic.OnDemandConfig{DecisionFunc: s.od.decide})
 	}
 	for _, d := range cfg.Domains {
 		s.track.expect(strings.ToLower(d))
@@ -178,16 +196,31 @@ func ipProfile(cfg Config, ips []string) string {
 }
 
 // configForCert is the certmagic.Config that maintains (renews) cert: the
-// one for IP addresses when it names one, else the one for DNS names.
+// one for IP addresses when it names one, the on-demand one when it names
+// none of Domains, else the one for DNS names.
 func (s *acmeSource) configForCert(cert certmagic.Certificate) (*certmagic.Config, error) {
-	if s.ipMagic != nil {
-		for _, n := range cert.Names {
-			if certmagic.SubjectIsIP(n) {
-				return s.ipMagic, nil
-			}
+	static := false
+	for _, n := range cert.Names {
+		if certmagic.SubjectIsIP(n) && s.ipMagic != nil {
+			return s.ipMagic, nil
 		}
+		static = static || s.static[strings.ToLower(n)]
+	}
+	if !static && s.odMagic != nil {
+		return s.odMagic, nil
 	}
 	return s.magic, nil
+}
+
+// covers reports whether a server name is served by a certificate of
+// Domains: the name itself, or a wildcard one label up.
+func (s *acmeSource) covers(name string) bool {
+	name = strings.ToLower(name)
+	if s.static[name] {
+		return true
+	}
+	_, parent, ok := strings.Cut(name, ".")
+	return ok && s.static["*."+parent]
 }
 
 // testCA is the directory certmagic retries against after a failure: Let's
@@ -201,6 +234,11 @@ func testCA(dir string) string {
 }
 
 func (s *acmeSource) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	// Only a name outside Domains may be obtained on demand; the configs
+	// share one cache, so either serves any certificate already in it.
+	if s.odMagic != nil && hello.ServerName != "" && !s.covers(hello.ServerName) {
+		return s.odMagic.GetCertificate(hello)
+	}
 	return s.magic.GetCertificate(hello)
 }
 
@@ -263,7 +301,11 @@ func (s *acmeSource) run(ctx context.Context) error {
 
 // refresh reads the certificates certmagic serves from its cache.
 func (s *acmeSource) refresh() {
-	for _, name := range s.cfg.Domains {
+	names := s.cfg.Domains
+	if s.od != nil {
+		names = append(slices.Clip(names), s.od.allNames()...)
+	}
+	for _, name := range names {
 		name = strings.ToLower(name)
 		var best *x509.Certificate
 		for _, c := range s.cache.AllMatchingCertificates(name) {
@@ -293,7 +335,18 @@ func (s *acmeSource) onEvent(ctx context.Context, event string, data map[string]
 	renewal, _ := data["renewal"].(bool)
 	switch event {
 	case "cert_obtaining":
+		onDemand := s.od != nil && s.od.knows(name) && !s.static[name]
+		if onDemand {
+			s.track.optional(name)
+		}
 		s.track.attempt(name)
+		if onDemand && !renewal {
+			if err := s.od.allowOrder(name); err != nil {
+				s.track.failed(name, resultRefused, err)
+				s.log.Warn("on-demand certificate order refused", "domain", name, "err", err)
+				return certmagic.ErrNoRetry{Err: err}
+			}
+		}
 		if err := s.guard(ctx, name); err != nil {
 			s.track.failed(name, resultRefused, err)
 			s.log.Error("certificate order refused", "domain", name, "err", err)

@@ -79,6 +79,22 @@ type Config struct {
 	// two minutes; negative: no check.
 	DNSPropagationTimeout time.Duration
 
+	// OnDemandAsk turns on on-demand certificates: a name not among Domains
+	// gets one at its first TLS handshake when GET OnDemandAsk?domain=NAME
+	// answers 2xx within 10 s (anything else, or no answer, refuses). It
+	// needs ACME (no CertFile, not Internal); Domains may then be empty.
+	// On-demand names are validated by HTTP-01 or TLS-ALPN-01, and never
+	// make the Manager unready. If empty, nothing is obtained on demand.
+	OnDemandAsk string
+	// OnDemandMaxNames caps how many names get on-demand certificates (a
+	// refused name costs nothing); beyond it new names are refused with
+	// [ErrOnDemandCap]. If zero, 1000.
+	OnDemandMaxNames int
+	// OnDemandRate is how many new on-demand orders may start in any
+	// minute; beyond it an order is refused with [ErrOnDemandRate] (the
+	// handshake fails; the next one tries again). If zero, 10.
+	OnDemandRate int
+
 	// HTTPChallengePort is the local port of the plain-HTTP listener that
 	// answers HTTP-01 challenges through [Manager.HTTPHandler]; certmagic
 	// sees the port in use and leaves answering to that listener. If zero,
@@ -149,6 +165,12 @@ func (c Config) withDefaults() Config {
 	if c.DuplicateLimit == 0 {
 		c.DuplicateLimit = 5
 	}
+	if c.OnDemandMaxNames == 0 {
+		c.OnDemandMaxNames = 1000
+	}
+	if c.OnDemandRate == 0 {
+		c.OnDemandRate = 10
+	}
 	if c.InternalLifetime == 0 {
 		c.InternalLifetime = 12 * time.Hour
 	}
@@ -182,7 +204,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %v is negative", name, d))
 		}
 	}
-	acme := c.CertFile == "" && !c.Internal && len(c.Domains) > 0
+	acme := c.CertFile == "" && !c.Internal && (len(c.Domains) > 0 || c.OnDemandAsk != "")
 	for _, d := range c.Domains {
 		if err := checkName(d); err != nil {
 			errs = append(errs, fmt.Errorf("--domain %q: %w", d, err))
@@ -191,6 +213,7 @@ func (c Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.validateDNS()...)
+	errs = append(errs, c.validateOnDemand()...)
 	for _, u := range c.ACMEDirectories {
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
 			errs = append(errs, fmt.Errorf("--acme-directory %q is not an http(s) URL", u))
@@ -261,8 +284,8 @@ type Manager struct {
 }
 
 // New validates cfg and prepares the source: static files when CertFile is
-// set, the internal CA when Internal is set or no Domains are given, else
-// ACME. It loads static files and the internal CA at once, so that a bad
+// set, the internal CA when Internal is set or neither Domains nor
+// OnDemandAsk is given, else ACME. It loads static files and the internal CA at once, so that a bad
 // file is an error at start-up, not at the first handshake; it never waits
 // for an ACME server (orders start in Run).
 func New(cfg Config) (*Manager, error) {
@@ -275,7 +298,7 @@ func New(cfg Config) (*Manager, error) {
 	switch {
 	case cfg.CertFile != "":
 		m.src, err = newStaticSource(cfg, m.metrics)
-	case cfg.Internal || len(cfg.Domains) == 0:
+	case cfg.Internal || len(cfg.Domains) == 0 && cfg.OnDemandAsk == "":
 		m.src, err = newInternalSource(cfg, m.metrics)
 	default:
 		m.src, err = newACMESource(cfg, m.metrics)
@@ -312,8 +335,14 @@ func (m *Manager) HTTPHandler(next http.Handler) http.Handler {
 }
 
 // Names returns the names configured to be served, or nil when any name is
-// served (the internal CA without Domains, or names taken from the files).
-func (m *Manager) Names() []string { return m.cfg.Domains }
+// served (the internal CA without Domains, names taken from the files, or
+// on-demand names).
+func (m *Manager) Names() []string {
+	if m.cfg.OnDemandAsk != "" {
+		return nil
+	}
+	return m.cfg.Domains
+}
 
 // Ready returns nil when a valid certificate is loaded, else what is missing.
 func (m *Manager) Ready(context.Context) error { return m.src.ready() }

@@ -20,7 +20,17 @@ type metrics struct {
 	info         *prometheus.GaugeVec
 	renewals     *prometheus.CounterVec
 	ledgerOrders *prometheus.GaugeVec
+	onDemand     *prometheus.CounterVec
 }
+
+// On-demand decisions, the values of the result label of
+// on_demand_decisions_total.
+const (
+	decisionAllowed     = "allowed"
+	decisionRefused     = "refused"
+	decisionCapped      = "capped"
+	decisionRateLimited = "rate_limited"
+)
 
 // Renewal results, the values of the result label of renewals_total.
 const (
@@ -61,6 +71,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		ledgerOrders: gauge("recent_orders",
 			"Certificates obtained for a name in the last 7 days, as recorded in storage; the duplicate-certificate guard refuses orders beyond its limit.", "domain"),
 	}
+	m.onDemand = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "outrider", Subsystem: "certs", Name: "on_demand_decisions_total",
+		Help: "Handshakes for names outside --domain by on-demand decision: allowed or refused by the ask URL, capped by --on-demand-max-names, or an order rate_limited by --on-demand-rate.",
+	}, []string{"result"})
+	for _, r := range []string{decisionAllowed, decisionRefused, decisionCapped, decisionRateLimited} {
+		m.onDemand.WithLabelValues(r)
+	}
 	for _, r := range []string{resultSuccess, resultError} {
 		m.reloads.WithLabelValues(r)
 	}
@@ -69,7 +86,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.expiry, m.reloads, m.renewalDue, m.lastAttempt, m.lastSuccess,
-			m.failures, m.degraded, m.info, m.renewals, m.ledgerOrders)
+			m.failures, m.degraded, m.info, m.renewals, m.ledgerOrders, m.onDemand)
 	}
 	return m
 }

@@ -41,6 +41,7 @@ type certState struct {
 	lastErr             string
 	failures            int
 	warning             string // current degraded reason, "" when fine
+	optional            bool   // an on-demand name: never makes the source unready
 }
 
 func newTracker(source string, cfg Config, m *metrics) *tracker {
@@ -64,6 +65,15 @@ func (t *tracker) expect(name string) {
 	t.get(name)
 	t.mu.Unlock()
 	t.check()
+}
+
+// optional marks name as one whose certificate is not required for
+// readiness (an on-demand name: one customer's failing name must not take
+// the proxy out of service).
+func (t *tracker) optional(name string) {
+	t.mu.Lock()
+	t.get(name).optional = true
+	t.mu.Unlock()
 }
 
 // attempt records the start of an order or renewal.
@@ -219,6 +229,7 @@ func (t *tracker) readyErr() error {
 	for _, n := range names {
 		st := t.certs[n]
 		switch {
+		case st.optional:
 		case st.notAfter.IsZero() && st.lastErr != "":
 			return fmt.Errorf("no certificate for %s yet: %s", n, st.lastErr)
 		case st.notAfter.IsZero() && !st.lastAttempt.IsZero():

@@ -29,6 +29,13 @@ func TestACMEIPAddressCertificateUsesShortlivedProfile(t *testing.T) {
 	if code, _, _ := get(t, c, "https://127.0.0.1/"); code != 200 {
 		t.Errorf("GET https://127.0.0.1/ = %d, want 200", code)
 	}
+	// Without --on-demand-ask a name outside --domain is never ordered.
+	if leaf, err := servedChain(e.px.addr("https_addr"), "unknown.example", e.peb.Roots()); err == nil {
+		t.Errorf("unknown.example got a valid certificate %v without --on-demand-ask", leaf.DNSNames)
+	}
+	if got := e.peb.Orders(); got != 2 {
+		t.Errorf("Pebble saw %d orders, want 2 (the two --domain names)", got)
+	}
 }
 
 // waitServedName waits until addr serves, for a handshake to name (no SNI

@@ -39,6 +39,10 @@ type certFlags struct {
 	acmeDNSResolvers          *listFlag
 	acmeDNSPropagationTimeout *time.Duration
 
+	onDemandAsk      *string
+	onDemandMaxNames *int
+	onDemandRate     *int
+
 	etcd        func() etcdclient.Options // --etcd-* (etcdflags.go)
 	etcdLockTTL *time.Duration
 }
@@ -75,6 +79,11 @@ func addCertFlags(fs *flagSet) *certFlags {
 		acmeDNSPropagationTimeout: durationFlag(fs, "acme-dns-propagation-timeout", 2*time.Minute,
 			"how long DNS-01 waits for its TXT record to be visible before asking the CA to validate; 0 skips the check"),
 
+		onDemandAsk: fs.String("on-demand-ask", "", "`URL` asked GET URL?domain=NAME at the first handshake for a name not in --domain; "+
+			"a 2xx answer lets a certificate be obtained for it then (off when empty)"),
+		onDemandMaxNames: fs.Int("on-demand-max-names", 1000, "most names that get on-demand certificates; further names are refused"),
+		onDemandRate:     fs.Int("on-demand-rate", 10, "most new on-demand certificate orders in any minute; further handshakes fail until the minute passes"),
+
 		etcd:        addEtcdFlags(fs),
 		etcdLockTTL: addEtcdLockTTLFlag(fs),
 	}
@@ -93,7 +102,7 @@ func (cf *certFlags) config(log *slog.Logger, reg prometheus.Registerer) certs.C
 		CertFile:           *cf.cert,
 		KeyFile:            *cf.key,
 		Domains:            cf.domains.values,
-		Internal:           *cf.internal || (*cf.cert == "" && len(cf.domains.values) == 0),
+		Internal:           *cf.internal || (*cf.cert == "" && len(cf.domains.values) == 0 && *cf.onDemandAsk == ""),
 		Storage:            *cf.storage,
 		Etcd:               certs.EtcdConfig{Client: cf.etcd(), LockTTL: *cf.etcdLockTTL, Logger: log},
 		ACMEDirectories:    cf.acmeDirectory.values,
@@ -111,11 +120,21 @@ func (cf *certFlags) config(log *slog.Logger, reg prometheus.Registerer) certs.C
 		DNSTSIGKeyFile:        *cf.acmeDNSTSIGKeyFile,
 		DNSResolvers:          cf.acmeDNSResolvers.values,
 		DNSPropagationTimeout: *cf.acmeDNSPropagationTimeout,
+		OnDemandAsk:           *cf.onDemandAsk,
+		OnDemandMaxNames:      *cf.onDemandMaxNames,
+		OnDemandRate:          *cf.onDemandRate,
 		Logger:                log,
 		Registerer:            reg,
 	}
 	if *cf.acmeDNSPropagationTimeout == 0 {
 		cfg.DNSPropagationTimeout = -1 // 0 would mean the default in certs.Config
+	}
+	// 0 would mean the defaults in certs.Config; here it is refused.
+	if *cf.onDemandMaxNames == 0 {
+		cfg.OnDemandMaxNames = -1
+	}
+	if *cf.onDemandRate == 0 {
+		cfg.OnDemandRate = -1
 	}
 	if *cf.duplicateLimit == 0 {
 		cfg.DuplicateLimit = -1 // 0 would mean the default in certs.Config

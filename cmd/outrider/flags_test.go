@@ -110,6 +110,9 @@ func TestRunExitCodes(t *testing.T) {
 			"--acme-dns", "rfc2136", "--acme-dns-server", "127.0.0.1:53", "--acme-dns-tsig-key-file", "/nonexistent/tsig.key"}, exitUsage, "reading --acme-dns-tsig-key-file"},
 		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--domain", "a.example", "--storage", "/nonexistent",
 			"--acme-dns", "exec:/nonexistent/hook"}, exitUsage, "--acme-dns exec:/nonexistent/hook: stat"},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--on-demand-ask", "ftp://ask.example/"}, exitUsage, "not an http(s) URL"},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--on-demand-ask", "http://127.0.0.1:1/", "--on-demand-rate", "0"}, exitUsage, "must be at least 1"},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--on-demand-ask", "http://127.0.0.1:1/", "--tls-internal"}, exitUsage, "cannot be combined"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
