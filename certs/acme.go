@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/mholt/acmez/v3"
 	"github.com/mholt/acmez/v3/acme"
+	"go.uber.org/zap"
 )
 
 // LetsEncryptStaging is Let's Encrypt's staging directory: real validation,
@@ -47,6 +48,9 @@ type acmeSource struct {
 	track             *tracker
 	m                 *metrics
 	kick              chan struct{} // asks run to refresh the served-certificate facts
+	zl                *zap.Logger
+	interval          time.Duration  // current check period (checkInterval)
+	staleRun          map[string]int // watchdog: checks in a row storage was newer; run's goroutine only
 }
 
 func newACMESource(cfg Config, m *metrics) (*acmeSource, error) {
@@ -80,10 +84,11 @@ func newACMESource(cfg Config, m *metrics) (*acmeSource, error) {
 
 	s := &acmeSource{
 		cfg: cfg, log: cfg.Logger, storage: storage, m: m,
-		ledger: &ledger{storage: storage, now: cfg.Now},
-		track:  newTracker("acme", cfg, m),
-		kick:   make(chan struct{}, 1),
-		static: map[string]bool{},
+		ledger:   &ledger{storage: storage, now: cfg.Now},
+		track:    newTracker("acme", cfg, m),
+		kick:     make(chan struct{}, 1),
+		static:   map[string]bool{},
+		staleRun: map[string]int{},
 	}
 	for _, d := range cfg.Domains {
 		d = strings.ToLower(d)
@@ -95,17 +100,15 @@ func newACMESource(cfg Config, m *metrics) (*acmeSource, error) {
 		}
 	}
 	zl := newZapLogger(cfg.Logger.Handler())
+	s.zl = zl
 	var dns01 *certmagic.DNS01Solver
 	if cfg.dnsEnabled() {
 		if dns01, err = newDNSSolver(cfg, zl); err != nil {
 			return nil, err
 		}
 	}
-	s.cache = certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert:   s.configForCert,
-		RenewCheckInterval: cfg.RenewCheckInterval,
-		Logger:             zl,
-	})
+	s.interval = cfg.RenewCheckInterval
+	s.cache = certmagic.NewCache(s.cacheOptions())
 	// newConfig is one certmagic.Config on the shared cache, with an issuer
 	// per directory ordering with profile. With dns01 (never for IP
 	// addresses, which DNS-01 cannot prove) it is the only challenge: the
@@ -174,6 +177,19 @@ func newACMESource(cfg Config, m *metrics) (*acmeSource, error) {
 		s.track.expect(strings.ToLower(d))
 	}
 	return s, nil
+}
+
+// cacheOptions are the certmagic cache's options. Its RenewCheckInterval
+// is the period of our own checks (s.interval): certmagic reads it to
+// judge what is due (ARI's renew-before cutoff, the emergency window of 5
+// intervals), so it must be how often checks really happen. certmagic's own
+// maintenance tick keeps the configured RenewCheckInterval.
+func (s *acmeSource) cacheOptions() certmagic.CacheOptions {
+	return certmagic.CacheOptions{
+		GetConfigForCert:   s.configForCert,
+		RenewCheckInterval: s.interval,
+		Logger:             s.zl,
+	}
 }
 
 // shortlivedProfile is the ACME profile under which Let's Encrypt issues
@@ -285,22 +301,47 @@ func (s *acmeSource) run(ctx context.Context) error {
 			return fmt.Errorf("managing IP address certificates: %w", err)
 		}
 	}
-	tick := time.NewTicker(min(s.cfg.RenewCheckInterval, time.Minute))
-	defer tick.Stop()
+	timer := time.NewTimer(s.retune(s.refresh()))
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.kick:
-			s.refresh()
-		case <-tick.C:
-			s.refresh()
+			// A new certificate may be shorter-lived: check on its
+			// schedule from now on.
+			timer.Reset(s.retune(s.refresh()))
+		case <-timer.C:
+			shortest := s.refresh()
+			s.watch(ctx)
+			// Renewals on our schedule, set by each certificate's
+			// lifetime, besides certmagic's every RenewCheckInterval. It
+			// renews only what is due (its renewal window, or ARI's), and
+			// its back-off paces retries of failed renewals.
+			if err := s.cache.RenewManagedCertificates(ctx); err != nil {
+				s.log.Warn("checking certificates for renewal", "err", err)
+			}
+			timer.Reset(s.retune(shortest))
 		}
 	}
 }
 
-// refresh reads the certificates certmagic serves from its cache.
-func (s *acmeSource) refresh() {
+// retune sets the check period from the shortest certificate lifetime
+// served and returns it.
+func (s *acmeSource) retune(shortest time.Duration) time.Duration {
+	d := checkInterval(s.cfg.RenewCheckInterval, shortest)
+	if d != s.interval {
+		s.interval = d
+		s.cache.SetOptions(s.cacheOptions())
+		s.log.Debug("certificate check period set", "period_seconds", d.Seconds(), "shortest_lifetime_seconds", shortest.Seconds())
+	}
+	return d
+}
+
+// refresh reads the certificates certmagic serves from its cache and
+// returns the shortest lifetime among them (0 when none).
+func (s *acmeSource) refresh() time.Duration {
+	var shortest time.Duration
 	names := s.cfg.Domains
 	if s.od != nil {
 		names = append(slices.Clip(names), s.od.allNames()...)
@@ -315,9 +356,13 @@ func (s *acmeSource) refresh() {
 		}
 		if best != nil {
 			s.track.served(name, best)
+			if life := best.NotAfter.Sub(best.NotBefore); shortest == 0 || life < shortest {
+				shortest = life
+			}
 		}
 	}
 	s.track.check()
+	return shortest
 }
 
 func (s *acmeSource) refreshSoon() {
@@ -342,12 +387,23 @@ func (s *acmeSource) onEvent(ctx context.Context, event string, data map[string]
 		s.track.attempt(name)
 		if onDemand && !renewal {
 			if err := s.od.allowOrder(name); err != nil {
+				s.m.refused.WithLabelValues(refusedOnDemandRate).Inc()
 				s.track.failed(name, resultRefused, err)
 				s.log.Warn("on-demand certificate order refused", "domain", name, "err", err)
 				return certmagic.ErrNoRetry{Err: err}
 			}
 		}
+		if renewal {
+			issuerKey, _ := data["issuer"].(string)
+			if err := s.ariGuard(ctx, name, issuerKey); err != nil {
+				s.m.refused.WithLabelValues(refusedStaleARI).Inc()
+				s.track.failed(name, resultRefused, err)
+				s.log.Warn("renewal refused: stale ARI window", "domain", name, "err", err)
+				return certmagic.ErrNoRetry{Err: err}
+			}
+		}
 		if err := s.guard(ctx, name); err != nil {
+			s.m.refused.WithLabelValues(refusedDuplicate).Inc()
 			s.track.failed(name, resultRefused, err)
 			s.log.Error("certificate order refused", "domain", name, "err", err)
 			return certmagic.ErrNoRetry{Err: err}

@@ -108,8 +108,11 @@ type Config struct {
 	TLSALPNChallengePort    int
 	DisableTLSALPNChallenge bool
 
-	// RenewCheckInterval is how often ACME certificates are checked for
-	// renewal (expiry and ARI windows) and the internal CA's leaves are
+	// RenewCheckInterval is the longest time between checks of ACME
+	// certificates for renewal (expiry and ARI windows); they are also
+	// checked every twentieth of the shortest lifetime served (at least
+	// every second, at most every minute), so that each is renewed on its
+	// own schedule. It is also how often the internal CA's leaves are
 	// renewed. If zero, ten minutes. Failed orders and renewals are retried
 	// on certmagic's schedule (1m, 2m, 2m, 5m, 10m … up to 1h between
 	// attempts), which keeps failed validations under public CAs' limits.
@@ -261,6 +264,13 @@ type Status struct {
 	Warning string `json:"warning,omitempty"`
 	// LastError is the last failed load or renewal, empty when none.
 	LastError string `json:"last_error,omitempty"`
+	// ServedNotAfter is the expiry of the leaf a handshake for the name
+	// got at the watchdog's last check, and StoredNotAfter that of the
+	// newest certificate in storage (ACME only; zero when unknown). A
+	// served leaf expired, in its last tenth of life, or older than
+	// storage's sets Warning and makes the Manager unready.
+	ServedNotAfter time.Time `json:"served_not_after,omitzero"`
+	StoredNotAfter time.Time `json:"stored_not_after,omitzero"`
 }
 
 // source is one origin of certificates. Implementations must be safe for

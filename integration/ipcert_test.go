@@ -10,7 +10,9 @@ import (
 func TestACMEIPAddressCertificateUsesShortlivedProfile(t *testing.T) {
 	t.Parallel()
 	// Pebble's default profile lasts 90 days, its shortlived one 45: the
-	// lifetime tells which profile the order named.
+	// lifetime tells which profile the order named. (An order naming no
+	// profile gets a random one from Pebble, so the DNS name's lifetime
+	// proves nothing and is not checked.)
 	e := startACME(t, http01, pebbleOpts{}, "--domain", "127.0.0.1")
 	var ipLeaf = waitServedName(t, e, "127.0.0.1")
 	if len(ipLeaf.IPAddresses) != 1 || !ipLeaf.IPAddresses[0].Equal(net.ParseIP("127.0.0.1")) || len(ipLeaf.DNSNames) != 0 {
@@ -19,10 +21,7 @@ func TestACMEIPAddressCertificateUsesShortlivedProfile(t *testing.T) {
 	if life := ipLeaf.NotAfter.Sub(ipLeaf.NotBefore); life > 46*24*time.Hour {
 		t.Errorf("IP certificate lives %v, want Pebble's shortlived 45 days", life)
 	}
-	dnsLeaf := e.waitServed(30*time.Second, "")
-	if life := dnsLeaf.NotAfter.Sub(dnsLeaf.NotBefore); life < 89*24*time.Hour {
-		t.Errorf("DNS-name certificate lives %v, want the default profile's 90 days", life)
-	}
+	e.waitServed(30*time.Second, "")
 	e.px.waitLog(time.Second, `"msg":"IP address certificates are ordered with the shortlived ACME profile"`)
 	// Requests by address, with no SNI, reach the app through the proxy.
 	c := clientFor(e.px.addr("https_addr"), e.peb.Roots(), true)

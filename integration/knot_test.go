@@ -128,5 +128,19 @@ func (k *knot) TXT(name string) []string {
 	return vals
 }
 
-// Updates counts the DNS UPDATE messages knot applied.
-func (k *knot) Updates() int { return countLines(k.proc, "DDNS, finished") }
+// Updates counts the DNS UPDATE messages knot applied (it logs concurrent
+// ones as one batch: "DDNS, processing 2 updates").
+func (k *knot) Updates() int {
+	k.proc.mu.Lock()
+	defer k.proc.mu.Unlock()
+	n := 0
+	for _, l := range k.proc.lines {
+		if _, rest, ok := strings.Cut(l, "DDNS, processing "); ok {
+			var c int
+			if _, err := fmt.Sscanf(rest, "%d", &c); err == nil {
+				n += c
+			}
+		}
+	}
+	return n
+}

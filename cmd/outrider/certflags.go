@@ -64,7 +64,7 @@ func addCertFlags(fs *flagSet) *certFlags {
 			"`file` holding the external account binding HMAC key (base64url), for --acme-eab-kid"),
 		acmeProfile: fs.String("acme-profile", "", "ACME certificate `profile` offered by the CA (e.g. shortlived); kept for renewals"),
 		renewCheckInterval: durationFlag(fs, "acme-renew-check-interval", 10*time.Minute,
-			"how often certificates are checked for renewal (expiry and ACME ARI windows)"),
+			"longest time between renewal checks (expiry and ACME ARI windows); short-lived certificates are checked every twentieth of their lifetime"),
 		duplicateLimit: fs.Int("acme-duplicate-limit", 5,
 			"most certificates obtained for the same name set in 7 days (recorded in --storage); further orders are refused; -1: no limit"),
 		forceOrder: fs.Bool("acme-force-order", false, "order even beyond --acme-duplicate-limit"),
