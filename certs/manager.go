@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 )
 
 // Config selects and configures the one certificate source of a Manager.
@@ -95,6 +97,19 @@ type Config struct {
 	// handshake fails; the next one tries again). If zero, 10.
 	OnDemandRate int
 
+	// ECHPublicName turns on Encrypted Client Hello: clients that have the
+	// ECHConfigList (from an HTTPS DNS record) send the real server name
+	// encrypted, with this public name in the clear. The public name is
+	// added to Domains (ACME, internal CA with Domains) since clients whose
+	// ECH is rejected verify the retry against it; with CertFile the file
+	// must cover it. Keys are kept in Storage. If empty, no ECH.
+	ECHPublicName string
+	// ECHRotateInterval is how long an ECH key is the published one before
+	// a new key replaces it; ECHGrace how long a replaced key is still
+	// accepted (cover the HTTPS record's TTL and the time to publish). If
+	// zero, 30 days and 7 days.
+	ECHRotateInterval, ECHGrace time.Duration
+
 	// HTTPChallengePort is the local port of the plain-HTTP listener that
 	// answers HTTP-01 challenges through [Manager.HTTPHandler]; certmagic
 	// sees the port in use and leaves answering to that listener. If zero,
@@ -168,6 +183,16 @@ func (c Config) withDefaults() Config {
 	if c.DuplicateLimit == 0 {
 		c.DuplicateLimit = 5
 	}
+	if c.ECHRotateInterval == 0 {
+		c.ECHRotateInterval = 30 * 24 * time.Hour
+	}
+	if c.ECHGrace == 0 {
+		c.ECHGrace = 7 * 24 * time.Hour
+	}
+	if c.ECHPublicName != "" && c.CertFile == "" && len(c.Domains) > 0 &&
+		!slices.ContainsFunc(c.Domains, func(d string) bool { return strings.EqualFold(d, c.ECHPublicName) }) {
+		c.Domains = append(slices.Clip(c.Domains), c.ECHPublicName)
+	}
 	if c.OnDemandMaxNames == 0 {
 		c.OnDemandMaxNames = 1000
 	}
@@ -217,6 +242,7 @@ func (c Config) Validate() error {
 	}
 	errs = append(errs, c.validateDNS()...)
 	errs = append(errs, c.validateOnDemand()...)
+	errs = append(errs, c.validateECH()...)
 	for _, u := range c.ACMEDirectories {
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
 			errs = append(errs, fmt.Errorf("--acme-directory %q is not an http(s) URL", u))
@@ -291,6 +317,7 @@ type Manager struct {
 	cfg     Config
 	src     source
 	metrics *metrics
+	ech     *echKeys // nil without ECHPublicName
 }
 
 // New validates cfg and prepares the source: static files when CertFile is
@@ -316,7 +343,33 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.ECHPublicName != "" {
+		if m.ech, err = newECHKeys(cfg); err != nil {
+			return nil, err
+		}
+	}
 	return m, nil
+}
+
+// ECHKeys returns the function for tls.Config.GetEncryptedClientHelloKeys:
+// the current ECH key and those still in their grace period. It returns
+// nil when ECH is off. Until Run has loaded the keys it offers none, and
+// ECH is rejected (the handshake goes on without it).
+func (m *Manager) ECHKeys() func(*tls.ClientHelloInfo) ([]tls.EncryptedClientHelloKey, error) {
+	if m.ech == nil {
+		return nil
+	}
+	return m.ech.getKeys
+}
+
+// ECHConfigList returns the ECHConfigList clients need (for an HTTPS DNS
+// record's ech= parameter, base64-encoded there), or nil when ECH is off
+// or its keys are not loaded yet.
+func (m *Manager) ECHConfigList() []byte {
+	if m.ech == nil {
+		return nil
+	}
+	return m.ech.configList()
 }
 
 // GetCertificate is for tls.Config.GetCertificate.
@@ -357,9 +410,22 @@ func (m *Manager) Names() []string {
 // Ready returns nil when a valid certificate is loaded, else what is missing.
 func (m *Manager) Ready(context.Context) error { return m.src.ready() }
 
-// Run keeps certificates fresh (file watching, orders, renewals) until ctx
-// is done, then releases everything it started (certmagic's cache).
-func (m *Manager) Run(ctx context.Context) error { return m.src.run(ctx) }
+// Run keeps certificates fresh (file watching, orders, renewals) and ECH
+// keys rotated until ctx is done, then releases everything it started
+// (certmagic's cache). With ECH, it first loads (or creates) the keys and
+// returns an error when storage cannot be read.
+func (m *Manager) Run(ctx context.Context) error {
+	if m.ech == nil {
+		return m.src.run(ctx)
+	}
+	if err := m.ech.maintain(ctx); err != nil {
+		return fmt.Errorf("loading ECH keys: %w", err)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return m.ech.run(ctx) })
+	g.Go(func() error { return m.src.run(ctx) })
+	return g.Wait()
+}
 
 // Reload re-reads static files now (SIGHUP). A failed reload keeps serving the
 // previous certificate and returns why.

@@ -43,6 +43,10 @@ type certFlags struct {
 	onDemandMaxNames *int
 	onDemandRate     *int
 
+	ech               *string
+	echRotateInterval *time.Duration
+	echGrace          *time.Duration
+
 	etcd        func() etcdclient.Options // --etcd-* (etcdflags.go)
 	etcdLockTTL *time.Duration
 }
@@ -84,6 +88,11 @@ func addCertFlags(fs *flagSet) *certFlags {
 		onDemandMaxNames: fs.Int("on-demand-max-names", 1000, "most names that get on-demand certificates; further names are refused"),
 		onDemandRate:     fs.Int("on-demand-rate", 10, "most new on-demand certificate orders in any minute; further handshakes fail until the minute passes"),
 
+		ech: fs.String("ech", "", "Encrypted Client Hello: the public (outer) `name` clients show in the clear; keys kept in --storage, "+
+			"the ECHConfigList on admin /ech and from 'outrider ech config'"),
+		echRotateInterval: durationFlag(fs, "ech-rotate-interval", 30*24*time.Hour, "how long an ECH key is the published one before a new key replaces it"),
+		echGrace:          durationFlag(fs, "ech-grace", 7*24*time.Hour, "how long a replaced ECH key is still accepted (cover the HTTPS record's TTL and the time to publish)"),
+
 		etcd:        addEtcdFlags(fs),
 		etcdLockTTL: addEtcdLockTTLFlag(fs),
 	}
@@ -123,6 +132,9 @@ func (cf *certFlags) config(log *slog.Logger, reg prometheus.Registerer) certs.C
 		OnDemandAsk:           *cf.onDemandAsk,
 		OnDemandMaxNames:      *cf.onDemandMaxNames,
 		OnDemandRate:          *cf.onDemandRate,
+		ECHPublicName:         *cf.ech,
+		ECHRotateInterval:     *cf.echRotateInterval,
+		ECHGrace:              *cf.echGrace,
 		Logger:                log,
 		Registerer:            reg,
 	}
@@ -130,6 +142,12 @@ func (cf *certFlags) config(log *slog.Logger, reg prometheus.Registerer) certs.C
 		cfg.DNSPropagationTimeout = -1 // 0 would mean the default in certs.Config
 	}
 	// 0 would mean the defaults in certs.Config; here it is refused.
+	if *cf.echRotateInterval == 0 {
+		cfg.ECHRotateInterval = -1
+	}
+	if *cf.echGrace == 0 {
+		cfg.ECHGrace = -1
+	}
 	if *cf.onDemandMaxNames == 0 {
 		cfg.OnDemandMaxNames = -1
 	}

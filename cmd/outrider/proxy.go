@@ -148,6 +148,11 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		status["configsync"] = func() any { return syncer.Status() }
 	}
 	adm.Handle("GET /status", statusHandler(status))
+	if *cf.ech != "" {
+		adm.Handle("GET /ech", echHandler(certMgr.ECHConfigList))
+		// TODO(lead): proxy.Config needs the ECH hook before handshakes can
+		// use the keys: GetEncryptedClientHelloKeys: certMgr.ECHKeys().
+	}
 
 	services := []service{
 		{name: "certs", run: certMgr.Run, reload: certMgr.Reload},
