@@ -103,6 +103,11 @@ func (s *acmeSource) watch(ctx context.Context) {
 		run := 0
 		if leaf != nil && stored != nil && storedIsNewer(leaf, stored) {
 			run = s.staleRun[name] + 1
+			if s.loadNewer(ctx, name, leaf) {
+				// Another replica renewed it: serve that one now, as
+				// certmagic would only at this certificate's own renewal.
+				leaf, run = s.probe(name), 0
+			}
 		}
 		s.staleRun[name] = run
 		problem := servedProblem(now, leaf, stored, run)
@@ -113,6 +118,36 @@ func (s *acmeSource) watch(ctx context.Context) {
 			s.log.Warn("served certificate needs attention", "domain", name, "reason", problem)
 		}
 	}
+}
+
+// loadNewer loads name's certificate from storage into the cache in place
+// of served, and reports whether a newer one is now in it.
+func (s *acmeSource) loadNewer(ctx context.Context, name string, served *x509.Certificate) bool {
+	cfg := s.magic
+	if certmagic.SubjectIsIP(name) && s.ipMagic != nil {
+		cfg = s.ipMagic
+	} else if !s.static[name] && s.odMagic != nil {
+		cfg = s.odMagic
+	}
+	loaded, err := cfg.CacheManagedCertificate(ctx, name)
+	if err != nil {
+		s.log.Warn("a newer certificate in storage could not be loaded", "domain", name, "err", err)
+		return false
+	}
+	if loaded.Leaf == nil || !loaded.Leaf.NotAfter.After(served.NotAfter) {
+		return false
+	}
+	// The cache keeps both; handshakes would still pick the older one.
+	var older []string
+	for _, c := range s.cache.AllMatchingCertificates(name) {
+		if c.Hash() != loaded.Hash() && slices.Contains(c.Names, name) && c.Leaf != nil && c.Leaf.NotAfter.Before(loaded.Leaf.NotAfter) {
+			older = append(older, c.Hash())
+		}
+	}
+	s.cache.Remove(older)
+	s.log.Info("loaded a newer certificate found in storage", "domain", name,
+		"not_after", loaded.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	return true
 }
 
 // probe returns the leaf a handshake for name gets now, through the same

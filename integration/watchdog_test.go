@@ -113,6 +113,8 @@ func TestACMEWatchdogReportsMissedReload(t *testing.T) {
 	}
 	body := e.waitReadyz(15*time.Second, 503, "older than the one in storage")
 	t.Logf("/readyz after a missed reload: %s", body)
+	// The watchdog tried to load it first (it does not match the stored key).
+	e.px.waitLog(time.Second, `"msg":"a newer certificate in storage could not be loaded"`)
 	var st struct {
 		Certificates []struct {
 			Names          []string  `json:"names"`
@@ -128,6 +130,32 @@ func TestACMEWatchdogReportsMissedReload(t *testing.T) {
 	c := st.Certificates[0]
 	if !c.ServedNotAfter.Equal(leaf.NotAfter) || !c.StoredNotAfter.After(leaf.NotAfter) || !strings.Contains(c.Warning, "not loaded") {
 		t.Errorf("/status = %+v, want served %v, a later stored expiry, and the warning", c, leaf.NotAfter)
+	}
+}
+
+func TestACMEWatchdogLoadsNewerCertificateFromStorage(t *testing.T) {
+	t.Parallel()
+	e := startACME(t, http01, pebbleOpts{})
+	leaf := e.waitServed(30*time.Second, "")
+	// Another replica's renewal: a newer certificate and its key in the
+	// shared storage, months before this one's own renewal is due.
+	certPEM, keyPEM := testcert.NewCA(t).Leaf(t, leaf.NotAfter.Add(24*time.Hour), acmeName)
+	if err := os.WriteFile(e.storedFile(".key"), keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.storedFile(".crt"), certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		c, _ := servedChain(e.px.addr("https_addr"), acmeName, e.peb.Roots())
+		if c == nil || !c.NotAfter.After(leaf.NotAfter) {
+			return fmt.Errorf("still serving the certificate expiring %v", leaf.NotAfter)
+		}
+		return nil
+	})
+	e.px.waitLog(time.Second, `"msg":"loaded a newer certificate found in storage"`)
+	if code, body := e.admin("/readyz"); code != 200 {
+		t.Errorf("/readyz = %d %s, want 200 once the newer certificate is served", code, body)
 	}
 }
 
