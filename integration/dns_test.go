@@ -28,9 +28,16 @@ const dnsZone = "corp.example"
 // only way its names can be validated.
 func startDNS01(t *testing.T, domains []string, dnsArgs func(k *knot) []string) *dnsEnv {
 	t.Helper()
+	return startDNS01Ports(t, pickPort(t), domains, dnsArgs)
+}
+
+// startDNS01Ports is startDNS01 with Pebble's HTTP-01 port given, for a
+// test that opens outrider's plain-HTTP listener there.
+func startDNS01Ports(t *testing.T, httpPort int, domains []string, dnsArgs func(k *knot) []string) *dnsEnv {
+	t.Helper()
 	skipShort(t)
 	k := startKnot(t, dnsZone)
-	peb := startPebble(t, pebbleOpts{DNSServer: k.Addr, HTTPPort: pickPort(t), TLSPort: pickPort(t)})
+	peb := startPebble(t, pebbleOpts{DNSServer: k.Addr, HTTPPort: httpPort, TLSPort: pickPort(t)})
 	app := startApp(t)
 	args := []string{"proxy",
 		"--upstream", "http://" + app.addr("addr"),
@@ -111,6 +118,26 @@ func TestACMEDNS01WildcardRFC2136(t *testing.T) {
 		t.Errorf("A %s = %q, %v; want 127.0.0.1", dnsZone, out, err)
 	}
 	e.assertNoSecret()
+}
+
+func TestACMEDNS01LeavesIPAddressesToHTTP01(t *testing.T) {
+	t.Parallel()
+	// DNS-01 cannot prove an address: with --acme-dns on, 127.0.0.1 is
+	// still validated over HTTP-01, and the DNS name never is.
+	httpPort := pickPort(t)
+	e := startDNS01Ports(t, httpPort, []string{"www." + dnsZone, "127.0.0.1"}, func(k *knot) []string {
+		return []string{"--acme-dns", "rfc2136", "--acme-dns-server", k.Addr, "--acme-dns-tsig-key-file", k.KeyFile,
+			"--http-listen", fmt.Sprintf("127.0.0.1:%d", httpPort)}
+	})
+	e.waitServed(60*time.Second, "www."+dnsZone)
+	e.waitServed(30*time.Second, "127.0.0.1")
+	if n := countLines(e.peb.proc, "Attempting to validate w/ HTTP: http://127.0.0.1:"); n == 0 {
+		t.Error("Pebble never validated 127.0.0.1 over HTTP-01")
+	}
+	if n := countLines(e.peb.proc, "Attempting to validate w/ HTTP: http://www."+dnsZone); n != 0 {
+		t.Errorf("Pebble validated www.%s over HTTP-01 %d times, want DNS-01 only", dnsZone, n)
+	}
+	e.waitNoChallengeRecords("www." + dnsZone)
 }
 
 func TestACMEDNS01Exec(t *testing.T) {
