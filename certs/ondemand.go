@@ -23,6 +23,7 @@ const onDemandAskTimeout = 10 * time.Second
 // use.
 type onDemand struct {
 	ask           *url.URL
+	askName       string // ask without query or credentials, for messages (a token often rides in the query)
 	client        *http.Client
 	maxNames      int
 	ratePerMinute int
@@ -41,7 +42,8 @@ func newOnDemand(cfg Config, m *metrics) (*onDemand, error) {
 		return nil, fmt.Errorf("--on-demand-ask: %w", err)
 	}
 	return &onDemand{
-		ask: u,
+		ask:     u,
+		askName: u.Scheme + "://" + u.Host + u.Path,
 		// Its own client: no proxy from the environment, no redirects (a
 		// 3xx is not a yes), a bounded wait.
 		client: &http.Client{
@@ -108,12 +110,16 @@ func (o *onDemand) askAllows(ctx context.Context, name string) error {
 	if err != nil {
 		// The ask service being down refuses: never order for names
 		// nobody vouched for.
-		return fmt.Errorf("%w: asking %s: %w", ErrOnDemandRefused, o.ask.Redacted(), err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its text repeats the URL, query and all
+		}
+		return fmt.Errorf("%w: asking %s: %w", ErrOnDemandRefused, o.askName, err)
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("%w: %s answered %d for %s", ErrOnDemandRefused, o.ask.Redacted(), resp.StatusCode, name)
+		return fmt.Errorf("%w: %s answered %d for %s", ErrOnDemandRefused, o.askName, resp.StatusCode, name)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -68,10 +69,14 @@ func TestOnDemandAskDown(t *testing.T) {
 	ask := httptest.NewServer(http.NotFoundHandler())
 	url := ask.URL
 	ask.Close()
-	od, _ := newOnDemand(Config{OnDemandAsk: url, OnDemandMaxNames: 5, OnDemandRate: 5,
+	od, _ := newOnDemand(Config{OnDemandAsk: url + "/?token=s3cr3t", OnDemandMaxNames: 5, OnDemandRate: 5,
 		Now: time.Now, Logger: slog.New(slog.DiscardHandler)}, newMetrics(nil))
-	if err := od.decide(context.Background(), "a.example"); !errors.Is(err, ErrOnDemandRefused) {
+	err := od.decide(context.Background(), "a.example")
+	if !errors.Is(err, ErrOnDemandRefused) {
 		t.Errorf("decide with the ask service down = %v, want ErrOnDemandRefused", err)
+	}
+	if strings.Contains(err.Error(), "s3cr3t") {
+		t.Errorf("error %q shows the ask URL's query", err)
 	}
 }
 
