@@ -94,43 +94,31 @@ func (e *echKeys) configList() []byte {
 }
 
 // maintain loads the keys from storage, creating or rotating them when
-// due, drops keys past their grace period, and installs the result.
+// due, drops keys past their grace period, and installs the result. It
+// takes the storage lock only when something must change, so replicas
+// checking every minute do not write to storage.
 func (e *echKeys) maintain(ctx context.Context) error {
-	if err := e.storage.Lock(ctx, echLockKey); err != nil {
-		return fmt.Errorf("locking ECH keys: %w", err)
-	}
-	defer e.storage.Unlock(context.WithoutCancel(ctx), echLockKey)
 	f, err := loadECHKeys(ctx, e.storage)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	now := e.now()
-	changed := false
-	if f.PublicName != e.publicName {
-		// A new public name needs configs naming it; old keys stay
-		// accepted for their grace period.
-		f.PublicName, changed = e.publicName, true
+	if !e.due(f, e.now()) {
+		e.install(f)
+		return nil
 	}
-	if len(f.Keys) == 0 || changed || now.Sub(f.Keys[0].Created) >= e.rotate {
-		k, err := newECHKey(e.publicName, f.Keys, now)
-		if err != nil {
-			return err
-		}
-		f.Keys = append([]echKey{k}, f.Keys...)
-		changed = true
-		e.log.Info("ECH key created; publish the new ECHConfigList (outrider ech config)", "public_name", e.publicName, "config_id", k.ID)
+	if err := e.storage.Lock(ctx, echLockKey); err != nil {
+		return fmt.Errorf("locking ECH keys: %w", err)
 	}
-	// A replaced key stays accepted for grace after its successor appeared.
-	kept := f.Keys[:1]
-	for i := 1; i < len(f.Keys); i++ {
-		if now.Sub(f.Keys[i-1].Created) < e.grace {
-			kept = append(kept, f.Keys[i])
-		} else {
-			changed = true
-			e.log.Info("ECH key retired after its grace period", "config_id", f.Keys[i].ID)
-		}
+	defer e.storage.Unlock(context.WithoutCancel(ctx), echLockKey)
+	// Again under the lock: another replica may have rotated meanwhile.
+	f, err = loadECHKeys(ctx, e.storage)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
 	}
-	f.Keys = kept
+	f, changed, err := e.next(f, e.now())
+	if err != nil {
+		return err
+	}
 	if changed {
 		b, err := json.Marshal(f)
 		if err != nil {
@@ -139,9 +127,51 @@ func (e *echKeys) maintain(ctx context.Context) error {
 		if err := e.storage.Store(ctx, echKeysKey, b); err != nil {
 			return fmt.Errorf("storing ECH keys: %w", err)
 		}
+		e.log.Info("ECH keys updated; publish the current ECHConfigList (outrider ech config)",
+			"public_name", e.publicName, "config_id", f.Keys[0].ID, "keys_accepted", len(f.Keys))
 	}
 	e.install(f)
 	return nil
+}
+
+// due reports whether f needs a new key or has a key past its grace.
+func (e *echKeys) due(f echKeyFile, now time.Time) bool {
+	if f.PublicName != e.publicName || len(f.Keys) == 0 || now.Sub(f.Keys[0].Created) >= e.rotate {
+		return true
+	}
+	for i := 1; i < len(f.Keys); i++ {
+		if now.Sub(f.Keys[i-1].Created) >= e.grace {
+			return true
+		}
+	}
+	return false
+}
+
+// next returns f as it should be at now: a new key first when there is
+// none, the public name changed or the newest is rotate old; replaced keys
+// dropped grace after their successor appeared. changed reports whether it
+// differs from f.
+func (e *echKeys) next(f echKeyFile, now time.Time) (_ echKeyFile, changed bool, _ error) {
+	keys := slices.Clone(f.Keys)
+	if f.PublicName != e.publicName || len(keys) == 0 || now.Sub(keys[0].Created) >= e.rotate {
+		// A new public name needs configs naming it; old keys stay
+		// accepted for their grace period.
+		k, err := newECHKey(e.publicName, keys, now)
+		if err != nil {
+			return f, false, err
+		}
+		keys = append([]echKey{k}, keys...)
+		changed = true
+	}
+	kept := keys[:1]
+	for i := 1; i < len(keys); i++ {
+		if now.Sub(keys[i-1].Created) < e.grace {
+			kept = append(kept, keys[i])
+		} else {
+			changed = true
+		}
+	}
+	return echKeyFile{PublicName: e.publicName, Keys: kept}, changed, nil
 }
 
 // install makes f's keys the ones handshakes use.

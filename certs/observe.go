@@ -159,6 +159,8 @@ func (t *tracker) watched(name string, served, stored *x509.Certificate, problem
 	if served != nil {
 		st.servedNotAfter = served.NotAfter
 		t.m.servedExpiry.WithLabelValues(name).Set(float64(served.NotAfter.Unix()))
+	} else {
+		t.m.servedExpiry.DeleteLabelValues(name)
 	}
 	if stored != nil {
 		st.storedNotAfter = stored.NotAfter

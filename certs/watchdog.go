@@ -168,6 +168,15 @@ func (s *acmeSource) probe(name string) *x509.Certificate {
 	if err != nil || c == nil || c.Leaf == nil {
 		return nil
 	}
+	// A name without a certificate of its own gets the default name's;
+	// that is "none yet" (readiness reports it), not this name's leaf.
+	host := hello.ServerName
+	if host == "" {
+		host = name
+	}
+	if c.Leaf.VerifyHostname(host) != nil {
+		return nil
+	}
 	return c.Leaf
 }
 
