@@ -10,11 +10,14 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/mholt/acmez/v3"
 	"github.com/mholt/acmez/v3/acme"
+	"go.uber.org/zap"
 )
 
 // LetsEncryptStaging is Let's Encrypt's staging directory: real validation,
@@ -29,12 +32,25 @@ type acmeSource struct {
 	log     *slog.Logger
 	storage certmagic.Storage
 	cache   *certmagic.Cache
-	magic   *certmagic.Config
-	issuers []*certmagic.ACMEIssuer
-	ledger  *ledger
-	track   *tracker
-	m       *metrics
-	kick    chan struct{} // asks run to refresh the served-certificate facts
+	// magic orders and renews the DNS names of Domains; ipMagic, nil when
+	// there are none, the IP addresses (with their own profile). Both sit
+	// on the one cache, so either serves any cached certificate.
+	magic, ipMagic *certmagic.Config
+	// odMagic obtains on-demand names at their first handshake, as od
+	// decides; both nil without OnDemandAsk.
+	odMagic *certmagic.Config
+	od      *onDemand
+	// dnsNames and ipNames split Domains (lower case); static holds them all.
+	dnsNames, ipNames []string
+	static            map[string]bool
+	issuers           []*certmagic.ACMEIssuer
+	ledger            *ledger
+	track             *tracker
+	m                 *metrics
+	kick              chan struct{} // asks run to refresh the served-certificate facts
+	zl                *zap.Logger
+	interval          time.Duration  // current check period (checkInterval)
+	staleRun          map[string]int // watchdog: checks in a row storage was newer; run's goroutine only
 }
 
 func newACMESource(cfg Config, m *metrics) (*acmeSource, error) {
@@ -68,53 +84,159 @@ func newACMESource(cfg Config, m *metrics) (*acmeSource, error) {
 
 	s := &acmeSource{
 		cfg: cfg, log: cfg.Logger, storage: storage, m: m,
-		ledger: &ledger{storage: storage, now: cfg.Now},
-		track:  newTracker("acme", cfg, m),
-		kick:   make(chan struct{}, 1),
+		ledger:   &ledger{storage: storage, now: cfg.Now},
+		track:    newTracker("acme", cfg, m),
+		kick:     make(chan struct{}, 1),
+		static:   map[string]bool{},
+		staleRun: map[string]int{},
+	}
+	for _, d := range cfg.Domains {
+		d = strings.ToLower(d)
+		s.static[d] = true
+		if certmagic.SubjectIsIP(d) {
+			s.ipNames = append(s.ipNames, d)
+		} else {
+			s.dnsNames = append(s.dnsNames, d)
+		}
 	}
 	zl := newZapLogger(cfg.Logger.Handler())
-	var magic *certmagic.Config
-	s.cache = certmagic.NewCache(certmagic.CacheOptions{
-		GetConfigForCert:   func(certmagic.Certificate) (*certmagic.Config, error) { return magic, nil },
-		RenewCheckInterval: cfg.RenewCheckInterval,
-		Logger:             zl,
-	})
-	magic = certmagic.New(s.cache, certmagic.Config{
-		Storage:            storage,
-		Logger:             zl,
-		OnEvent:            s.onEvent,
-		RenewalWindowRatio: renewalRatio,
-		// Clients without SNI (by IP address) get the first name's certificate.
-		DefaultServerName: cfg.Domains[0],
-		// Non-nil, so that certmagic.New does not add an issuer built from
-		// its package defaults (Let's Encrypt).
-		Issuers: []certmagic.Issuer{},
-	})
-	for _, dir := range cfg.ACMEDirectories {
-		iss := certmagic.NewACMEIssuer(magic, certmagic.ACMEIssuer{
-			CA: dir,
-			// certmagic retries a failed order against TestCA; left empty
-			// with a private CA it could reach Let's Encrypt staging.
-			TestCA:                  testCA(dir),
-			Email:                   cfg.ACMEEmail,
-			Agreed:                  true,
-			ExternalAccount:         eab,
-			Profile:                 cfg.ACMEProfile,
-			DisableHTTPChallenge:    cfg.DisableHTTPChallenge,
-			DisableTLSALPNChallenge: cfg.DisableTLSALPNChallenge,
-			AltHTTPPort:             cfg.HTTPChallengePort,
-			AltTLSALPNPort:          cfg.TLSALPNChallengePort,
-			TrustedRoots:            roots,
-			Logger:                  zl,
-		})
-		s.issuers = append(s.issuers, iss)
-		magic.Issuers = append(magic.Issuers, iss)
+	s.zl = zl
+	var dns01 *certmagic.DNS01Solver
+	if cfg.dnsEnabled() {
+		if dns01, err = newDNSSolver(cfg, zl); err != nil {
+			return nil, err
+		}
 	}
-	s.magic = magic
+	s.interval = cfg.RenewCheckInterval
+	s.cache = certmagic.NewCache(s.cacheOptions())
+	// newConfig is one certmagic.Config on the shared cache, with an issuer
+	// per directory ordering with profile. With dns01 (never for IP
+	// addresses, which DNS-01 cannot prove) it is the only challenge: the
+	// point is a host the CA cannot reach, where an HTTP-01 or TLS-ALPN-01
+	// attempt would only fail first.
+	var defaultName string
+	if len(cfg.Domains) > 0 {
+		// Clients without SNI get the certificate of the address they
+		// dialled if there is one, else the first name's.
+		defaultName = cfg.Domains[0]
+	}
+	newConfig := func(profile string, dns01 *certmagic.DNS01Solver, od *certmagic.OnDemandConfig) *certmagic.Config {
+		magic := certmagic.New(s.cache, certmagic.Config{
+			Storage:            storage,
+			Logger:             zl,
+			OnEvent:            s.onEvent,
+			RenewalWindowRatio: renewalRatio,
+			DefaultServerName:  defaultName,
+			OnDemand:           od,
+			// Non-nil, so that certmagic.New does not add an issuer built
+			// from its package defaults (Let's Encrypt).
+			Issuers: []certmagic.Issuer{},
+		})
+		for _, dir := range cfg.ACMEDirectories {
+			disableHTTP, disableALPN := cfg.DisableHTTPChallenge, cfg.DisableTLSALPNChallenge
+			var solver acmez.Solver
+			if dns01 != nil {
+				solver, disableHTTP, disableALPN = dns01, true, true
+			}
+			iss := certmagic.NewACMEIssuer(magic, certmagic.ACMEIssuer{
+				CA: dir,
+				// certmagic retries a failed order against TestCA; left
+				// empty with a private CA it could reach Let's Encrypt
+				// staging.
+				TestCA:                  testCA(dir),
+				Email:                   cfg.ACMEEmail,
+				Agreed:                  true,
+				ExternalAccount:         eab,
+				Profile:                 profile,
+				DisableHTTPChallenge:    disableHTTP,
+				DisableTLSALPNChallenge: disableALPN,
+				DNS01Solver:             solver,
+				AltHTTPPort:             cfg.HTTPChallengePort,
+				AltTLSALPNPort:          cfg.TLSALPNChallengePort,
+				TrustedRoots:            roots,
+				Logger:                  zl,
+			})
+			s.issuers = append(s.issuers, iss)
+			magic.Issuers = append(magic.Issuers, iss)
+		}
+		return magic
+	}
+	s.magic = newConfig(cfg.ACMEProfile, dns01, nil)
+	if len(s.ipNames) > 0 {
+		s.ipMagic = newConfig(ipProfile(cfg, s.ipNames), nil, nil)
+	}
+	if cfg.OnDemandAsk != "" {
+		if s.od, err = newOnDemand(cfg, m); err != nil {
+			return nil, err
+		}
+		// Customers' names point at this host: HTTP-01 and TLS-ALPN-01,
+		// not DNS-01 (their zones are not ours to update).
+		s.odMagic = newConfig(cfg.ACMEProfile, nil, &certmagic.OnDemandConfig{DecisionFunc: s.od.decide})
+	}
 	for _, d := range cfg.Domains {
 		s.track.expect(strings.ToLower(d))
 	}
 	return s, nil
+}
+
+// cacheOptions are the certmagic cache's options. Its RenewCheckInterval
+// is the period of our own checks (s.interval): certmagic reads it to
+// judge what is due (ARI's renew-before cutoff, the emergency window of 5
+// intervals), so it must be how often checks really happen. certmagic's own
+// maintenance tick keeps the configured RenewCheckInterval.
+func (s *acmeSource) cacheOptions() certmagic.CacheOptions {
+	return certmagic.CacheOptions{
+		GetConfigForCert:   s.configForCert,
+		RenewCheckInterval: s.interval,
+		Logger:             s.zl,
+	}
+}
+
+// shortlivedProfile is the ACME profile under which Let's Encrypt issues
+// IP-address certificates (and only under it), valid about 6 days.
+const shortlivedProfile = "shortlived"
+
+// ipProfile is the ACME profile IP-address certificates are ordered with:
+// shortlived unless ACMEProfile names another, which is then respected
+// with a warning. It logs the choice.
+func ipProfile(cfg Config, ips []string) string {
+	switch cfg.ACMEProfile {
+	case "", shortlivedProfile:
+		cfg.Logger.Info("IP address certificates are ordered with the shortlived ACME profile", "domains", ips, "profile", shortlivedProfile)
+		return shortlivedProfile
+	default:
+		cfg.Logger.Warn("IP address certificates ordered with --acme-profile; Let's Encrypt issues them only under shortlived",
+			"domains", ips, "profile", cfg.ACMEProfile)
+		return cfg.ACMEProfile
+	}
+}
+
+// configForCert is the certmagic.Config that maintains (renews) cert: the
+// one for IP addresses when it names one, the on-demand one when it names
+// none of Domains, else the one for DNS names.
+func (s *acmeSource) configForCert(cert certmagic.Certificate) (*certmagic.Config, error) {
+	static := false
+	for _, n := range cert.Names {
+		if certmagic.SubjectIsIP(n) && s.ipMagic != nil {
+			return s.ipMagic, nil
+		}
+		static = static || s.static[strings.ToLower(n)]
+	}
+	if !static && s.odMagic != nil {
+		return s.odMagic, nil
+	}
+	return s.magic, nil
+}
+
+// covers reports whether a server name is served by a certificate of
+// Domains: the name itself, or a wildcard one label up.
+func (s *acmeSource) covers(name string) bool {
+	name = strings.ToLower(name)
+	if s.static[name] {
+		return true
+	}
+	_, parent, ok := strings.Cut(name, ".")
+	return ok && s.static["*."+parent]
 }
 
 // testCA is the directory certmagic retries against after a failure: Let's
@@ -128,6 +250,11 @@ func testCA(dir string) string {
 }
 
 func (s *acmeSource) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	// Only a name outside Domains may be obtained on demand; the configs
+	// share one cache, so either serves any certificate already in it.
+	if s.odMagic != nil && hello.ServerName != "" && !s.covers(hello.ServerName) {
+		return s.odMagic.GetCertificate(hello)
+	}
 	return s.magic.GetCertificate(hello)
 }
 
@@ -166,26 +293,60 @@ func (s *acmeSource) reload(context.Context) error {
 // retries) and keeps the facts fresh until ctx is done.
 func (s *acmeSource) run(ctx context.Context) error {
 	defer s.cache.Stop()
-	if err := s.magic.ManageAsync(ctx, s.cfg.Domains); err != nil {
+	if err := s.magic.ManageAsync(ctx, s.dnsNames); err != nil {
 		return fmt.Errorf("managing certificates: %w", err)
 	}
-	tick := time.NewTicker(min(s.cfg.RenewCheckInterval, time.Minute))
-	defer tick.Stop()
+	if s.ipMagic != nil {
+		if err := s.ipMagic.ManageAsync(ctx, s.ipNames); err != nil {
+			return fmt.Errorf("managing IP address certificates: %w", err)
+		}
+	}
+	timer := time.NewTimer(s.retune(s.refresh()))
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-s.kick:
-			s.refresh()
-		case <-tick.C:
-			s.refresh()
+			// A new certificate may be shorter-lived: check on its
+			// schedule from now on.
+			timer.Reset(s.retune(s.refresh()))
+		case <-timer.C:
+			shortest := s.refresh()
+			s.watch(ctx)
+			// Renewals on our schedule, set by each certificate's
+			// lifetime, besides certmagic's every RenewCheckInterval. It
+			// renews only what is due (its renewal window, or ARI's), and
+			// its back-off paces retries of failed renewals.
+			if err := s.cache.RenewManagedCertificates(ctx); err != nil {
+				s.log.Warn("checking certificates for renewal", "err", err)
+			}
+			timer.Reset(s.retune(shortest))
 		}
 	}
 }
 
-// refresh reads the certificates certmagic serves from its cache.
-func (s *acmeSource) refresh() {
-	for _, name := range s.cfg.Domains {
+// retune sets the check period from the shortest certificate lifetime
+// served and returns it.
+func (s *acmeSource) retune(shortest time.Duration) time.Duration {
+	d := checkInterval(s.cfg.RenewCheckInterval, shortest)
+	if d != s.interval {
+		s.interval = d
+		s.cache.SetOptions(s.cacheOptions())
+		s.log.Debug("certificate check period set", "period_seconds", d.Seconds(), "shortest_lifetime_seconds", shortest.Seconds())
+	}
+	return d
+}
+
+// refresh reads the certificates certmagic serves from its cache and
+// returns the shortest lifetime among them (0 when none).
+func (s *acmeSource) refresh() time.Duration {
+	var shortest time.Duration
+	names := s.cfg.Domains
+	if s.od != nil {
+		names = append(slices.Clip(names), s.od.allNames()...)
+	}
+	for _, name := range names {
 		name = strings.ToLower(name)
 		var best *x509.Certificate
 		for _, c := range s.cache.AllMatchingCertificates(name) {
@@ -195,9 +356,13 @@ func (s *acmeSource) refresh() {
 		}
 		if best != nil {
 			s.track.served(name, best)
+			if life := best.NotAfter.Sub(best.NotBefore); shortest == 0 || life < shortest {
+				shortest = life
+			}
 		}
 	}
 	s.track.check()
+	return shortest
 }
 
 func (s *acmeSource) refreshSoon() {
@@ -215,8 +380,30 @@ func (s *acmeSource) onEvent(ctx context.Context, event string, data map[string]
 	renewal, _ := data["renewal"].(bool)
 	switch event {
 	case "cert_obtaining":
+		onDemand := s.od != nil && s.od.knows(name) && !s.static[name]
+		if onDemand {
+			s.track.optional(name)
+		}
 		s.track.attempt(name)
+		if onDemand && !renewal {
+			if err := s.od.allowOrder(name); err != nil {
+				s.m.refused.WithLabelValues(refusedOnDemandRate).Inc()
+				s.track.failed(name, resultRefused, err)
+				s.log.Warn("on-demand certificate order refused", "domain", name, "err", err)
+				return certmagic.ErrNoRetry{Err: err}
+			}
+		}
+		if renewal {
+			issuerKey, _ := data["issuer"].(string)
+			if err := s.ariGuard(ctx, name, issuerKey); err != nil {
+				s.m.refused.WithLabelValues(refusedStaleARI).Inc()
+				s.track.failed(name, resultRefused, err)
+				s.log.Warn("renewal refused: stale ARI window", "domain", name, "err", err)
+				return certmagic.ErrNoRetry{Err: err}
+			}
+		}
 		if err := s.guard(ctx, name); err != nil {
+			s.m.refused.WithLabelValues(refusedDuplicate).Inc()
 			s.track.failed(name, resultRefused, err)
 			s.log.Error("certificate order refused", "domain", name, "err", err)
 			return certmagic.ErrNoRetry{Err: err}

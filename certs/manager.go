@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 )
 
 // Config selects and configures the one certificate source of a Manager.
@@ -56,6 +59,57 @@ type Config struct {
 	// server's default.
 	ACMEProfile string
 
+	// DNSProvider turns on the DNS-01 challenge, the only one for wildcard
+	// names and the one that works where the CA cannot reach the host:
+	// DNSProviderRFC2136 (with DNSServer and DNSTSIGKeyFile) or
+	// DNSProviderExecPrefix+"/path/cmd". With it, DNS names are validated
+	// by DNS-01 only (HTTP-01 and TLS-ALPN-01 are off for them); IP
+	// addresses, which DNS-01 cannot prove, keep the other two. If empty,
+	// no DNS-01.
+	DNSProvider string
+	// DNSServer is the rfc2136 provider's primary server, HOST or HOST:PORT
+	// (port 53 if none); DNSTSIGKeyFile its TSIG key, a BIND key file
+	// (key "name" { algorithm hmac-sha256; secret "…"; };), read at New.
+	DNSServer, DNSTSIGKeyFile string
+	// DNSResolvers are the servers (HOST or HOST:PORT) asked to find the
+	// zone of a name and to check that the TXT record has propagated. If
+	// empty, the system resolvers find the zone and the zone's
+	// authoritative servers are checked.
+	DNSResolvers []string
+	// DNSPropagationTimeout is how long the propagation check waits for the
+	// TXT record to be visible before the CA is asked to validate. If zero,
+	// two minutes; negative: no check.
+	DNSPropagationTimeout time.Duration
+
+	// OnDemandAsk turns on on-demand certificates: a name not among Domains
+	// gets one at its first TLS handshake when GET OnDemandAsk?domain=NAME
+	// answers 2xx within 10 s (anything else, or no answer, refuses). It
+	// needs ACME (no CertFile, not Internal); Domains may then be empty.
+	// On-demand names are validated by HTTP-01 or TLS-ALPN-01, and never
+	// make the Manager unready. If empty, nothing is obtained on demand.
+	OnDemandAsk string
+	// OnDemandMaxNames caps how many names get on-demand certificates (a
+	// refused name costs nothing); beyond it new names are refused with
+	// [ErrOnDemandCap]. If zero, 1000.
+	OnDemandMaxNames int
+	// OnDemandRate is how many new on-demand orders may start in any
+	// minute; beyond it an order is refused with [ErrOnDemandRate] (the
+	// handshake fails; the next one tries again). If zero, 10.
+	OnDemandRate int
+
+	// ECHPublicName turns on Encrypted Client Hello: clients that have the
+	// ECHConfigList (from an HTTPS DNS record) send the real server name
+	// encrypted, with this public name in the clear. The public name is
+	// added to Domains (ACME, internal CA with Domains) since clients whose
+	// ECH is rejected verify the retry against it; with CertFile the file
+	// must cover it. Keys are kept in Storage. If empty, no ECH.
+	ECHPublicName string
+	// ECHRotateInterval is how long an ECH key is the published one before
+	// a new key replaces it; ECHGrace how long a replaced key is still
+	// accepted (cover the HTTPS record's TTL and the time to publish). If
+	// zero, 30 days and 7 days.
+	ECHRotateInterval, ECHGrace time.Duration
+
 	// HTTPChallengePort is the local port of the plain-HTTP listener that
 	// answers HTTP-01 challenges through [Manager.HTTPHandler]; certmagic
 	// sees the port in use and leaves answering to that listener. If zero,
@@ -69,8 +123,11 @@ type Config struct {
 	TLSALPNChallengePort    int
 	DisableTLSALPNChallenge bool
 
-	// RenewCheckInterval is how often ACME certificates are checked for
-	// renewal (expiry and ARI windows) and the internal CA's leaves are
+	// RenewCheckInterval is the longest time between checks of ACME
+	// certificates for renewal (expiry and ARI windows); they are also
+	// checked every twentieth of the shortest lifetime served (at least
+	// every second, at most every minute), so that each is renewed on its
+	// own schedule. It is also how often the internal CA's leaves are
 	// renewed. If zero, ten minutes. Failed orders and renewals are retried
 	// on certmagic's schedule (1m, 2m, 2m, 5m, 10m … up to 1h between
 	// attempts), which keeps failed validations under public CAs' limits.
@@ -126,6 +183,22 @@ func (c Config) withDefaults() Config {
 	if c.DuplicateLimit == 0 {
 		c.DuplicateLimit = 5
 	}
+	if c.ECHRotateInterval == 0 {
+		c.ECHRotateInterval = 30 * 24 * time.Hour
+	}
+	if c.ECHGrace == 0 {
+		c.ECHGrace = 7 * 24 * time.Hour
+	}
+	if c.ECHPublicName != "" && c.CertFile == "" && len(c.Domains) > 0 &&
+		!slices.ContainsFunc(c.Domains, func(d string) bool { return strings.EqualFold(d, c.ECHPublicName) }) {
+		c.Domains = append(slices.Clip(c.Domains), c.ECHPublicName)
+	}
+	if c.OnDemandMaxNames == 0 {
+		c.OnDemandMaxNames = 1000
+	}
+	if c.OnDemandRate == 0 {
+		c.OnDemandRate = 10
+	}
 	if c.InternalLifetime == 0 {
 		c.InternalLifetime = 12 * time.Hour
 	}
@@ -159,11 +232,17 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %v is negative", name, d))
 		}
 	}
+	acme := c.CertFile == "" && !c.Internal && (len(c.Domains) > 0 || c.OnDemandAsk != "")
 	for _, d := range c.Domains {
 		if err := checkName(d); err != nil {
 			errs = append(errs, fmt.Errorf("--domain %q: %w", d, err))
+		} else if acme && strings.HasPrefix(d, "*.") && !c.dnsEnabled() {
+			errs = append(errs, fmt.Errorf("--domain %q: a wildcard is validated only by DNS-01; give --acme-dns", d))
 		}
 	}
+	errs = append(errs, c.validateDNS()...)
+	errs = append(errs, c.validateOnDemand()...)
+	errs = append(errs, c.validateECH()...)
 	for _, u := range c.ACMEDirectories {
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" {
 			errs = append(errs, fmt.Errorf("--acme-directory %q is not an http(s) URL", u))
@@ -211,6 +290,13 @@ type Status struct {
 	Warning string `json:"warning,omitempty"`
 	// LastError is the last failed load or renewal, empty when none.
 	LastError string `json:"last_error,omitempty"`
+	// ServedNotAfter is the expiry of the leaf a handshake for the name
+	// got at the watchdog's last check, and StoredNotAfter that of the
+	// newest certificate in storage (ACME only; zero when unknown). A
+	// served leaf expired, in its last tenth of life, or older than
+	// storage's sets Warning and makes the Manager unready.
+	ServedNotAfter time.Time `json:"served_not_after,omitzero"`
+	StoredNotAfter time.Time `json:"stored_not_after,omitzero"`
 }
 
 // source is one origin of certificates. Implementations must be safe for
@@ -231,11 +317,12 @@ type Manager struct {
 	cfg     Config
 	src     source
 	metrics *metrics
+	ech     *echKeys // nil without ECHPublicName
 }
 
 // New validates cfg and prepares the source: static files when CertFile is
-// set, the internal CA when Internal is set or no Domains are given, else
-// ACME. It loads static files and the internal CA at once, so that a bad
+// set, the internal CA when Internal is set or neither Domains nor
+// OnDemandAsk is given, else ACME. It loads static files and the internal CA at once, so that a bad
 // file is an error at start-up, not at the first handshake; it never waits
 // for an ACME server (orders start in Run).
 func New(cfg Config) (*Manager, error) {
@@ -248,7 +335,7 @@ func New(cfg Config) (*Manager, error) {
 	switch {
 	case cfg.CertFile != "":
 		m.src, err = newStaticSource(cfg, m.metrics)
-	case cfg.Internal || len(cfg.Domains) == 0:
+	case cfg.Internal || len(cfg.Domains) == 0 && cfg.OnDemandAsk == "":
 		m.src, err = newInternalSource(cfg, m.metrics)
 	default:
 		m.src, err = newACMESource(cfg, m.metrics)
@@ -256,7 +343,33 @@ func New(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.ECHPublicName != "" {
+		if m.ech, err = newECHKeys(cfg); err != nil {
+			return nil, err
+		}
+	}
 	return m, nil
+}
+
+// ECHKeys returns the function for tls.Config.GetEncryptedClientHelloKeys:
+// the current ECH key and those still in their grace period. It returns
+// nil when ECH is off. Until Run has loaded the keys it offers none, and
+// ECH is rejected (the handshake goes on without it).
+func (m *Manager) ECHKeys() func(*tls.ClientHelloInfo) ([]tls.EncryptedClientHelloKey, error) {
+	if m.ech == nil {
+		return nil
+	}
+	return m.ech.getKeys
+}
+
+// ECHConfigList returns the ECHConfigList clients need (for an HTTPS DNS
+// record's ech= parameter, base64-encoded there), or nil when ECH is off
+// or its keys are not loaded yet.
+func (m *Manager) ECHConfigList() []byte {
+	if m.ech == nil {
+		return nil
+	}
+	return m.ech.configList()
 }
 
 // GetCertificate is for tls.Config.GetCertificate.
@@ -285,15 +398,34 @@ func (m *Manager) HTTPHandler(next http.Handler) http.Handler {
 }
 
 // Names returns the names configured to be served, or nil when any name is
-// served (the internal CA without Domains, or names taken from the files).
-func (m *Manager) Names() []string { return m.cfg.Domains }
+// served (the internal CA without Domains, names taken from the files, or
+// on-demand names).
+func (m *Manager) Names() []string {
+	if m.cfg.OnDemandAsk != "" {
+		return nil
+	}
+	return m.cfg.Domains
+}
 
 // Ready returns nil when a valid certificate is loaded, else what is missing.
 func (m *Manager) Ready(context.Context) error { return m.src.ready() }
 
-// Run keeps certificates fresh (file watching, orders, renewals) until ctx
-// is done, then releases everything it started (certmagic's cache).
-func (m *Manager) Run(ctx context.Context) error { return m.src.run(ctx) }
+// Run keeps certificates fresh (file watching, orders, renewals) and ECH
+// keys rotated until ctx is done, then releases everything it started
+// (certmagic's cache). With ECH, it first loads (or creates) the keys and
+// returns an error when storage cannot be read.
+func (m *Manager) Run(ctx context.Context) error {
+	if m.ech == nil {
+		return m.src.run(ctx)
+	}
+	if err := m.ech.maintain(ctx); err != nil {
+		return fmt.Errorf("loading ECH keys: %w", err)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return m.ech.run(ctx) })
+	g.Go(func() error { return m.src.run(ctx) })
+	return g.Wait()
+}
 
 // Reload re-reads static files now (SIGHUP). A failed reload keeps serving the
 // previous certificate and returns why.

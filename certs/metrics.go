@@ -9,8 +9,10 @@ import (
 // the configuration bounds (the internal CA without Domains caps its
 // names, see maxInternalNames).
 type metrics struct {
-	expiry  *prometheus.GaugeVec
-	reloads *prometheus.CounterVec
+	expiry       *prometheus.GaugeVec
+	servedExpiry *prometheus.GaugeVec
+	reloads      *prometheus.CounterVec
+	refused      *prometheus.CounterVec
 
 	renewalDue   *prometheus.GaugeVec
 	lastAttempt  *prometheus.GaugeVec
@@ -20,7 +22,25 @@ type metrics struct {
 	info         *prometheus.GaugeVec
 	renewals     *prometheus.CounterVec
 	ledgerOrders *prometheus.GaugeVec
+	onDemand     *prometheus.CounterVec
 }
+
+// Reasons an order is refused, the values of the reason label of
+// renewals_refused_total.
+const (
+	refusedDuplicate    = "duplicate_limit"
+	refusedStaleARI     = "stale_ari"
+	refusedOnDemandRate = "on_demand_rate"
+)
+
+// On-demand decisions, the values of the result label of
+// on_demand_decisions_total.
+const (
+	decisionAllowed     = "allowed"
+	decisionRefused     = "refused"
+	decisionCapped      = "capped"
+	decisionRateLimited = "rate_limited"
+)
 
 // Renewal results, the values of the result label of renewals_total.
 const (
@@ -38,6 +58,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		expiry: gauge("expiry_timestamp_seconds",
 			"Time the served certificate for a name expires, in seconds since the Unix epoch.", "domain"),
+		servedExpiry: gauge("served_expiry_timestamp_seconds",
+			"Time the leaf that a handshake for a name got at the watchdog's last check expires, in seconds since the Unix epoch.", "domain"),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "outrider", Subsystem: "certs", Name: "renewals_refused_total",
+			Help: "Orders refused before reaching the CA, by reason: duplicate_limit (the duplicate-certificate guard), stale_ari (an ARI window older than the certificate), on_demand_rate.",
+		}, []string{"reason"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "outrider", Subsystem: "certs", Name: "reloads_total",
 			Help: "Static certificate file loads by result (success or error).",
@@ -61,15 +87,25 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		ledgerOrders: gauge("recent_orders",
 			"Certificates obtained for a name in the last 7 days, as recorded in storage; the duplicate-certificate guard refuses orders beyond its limit.", "domain"),
 	}
+	m.onDemand = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "outrider", Subsystem: "certs", Name: "on_demand_decisions_total",
+		Help: "Handshakes for names outside --domain by on-demand decision: allowed or refused by the ask URL, capped by --on-demand-max-names, or an order rate_limited by --on-demand-rate.",
+	}, []string{"result"})
+	for _, r := range []string{decisionAllowed, decisionRefused, decisionCapped, decisionRateLimited} {
+		m.onDemand.WithLabelValues(r)
+	}
 	for _, r := range []string{resultSuccess, resultError} {
 		m.reloads.WithLabelValues(r)
+	}
+	for _, r := range []string{refusedDuplicate, refusedStaleARI, refusedOnDemandRate} {
+		m.refused.WithLabelValues(r)
 	}
 	for _, r := range []string{resultSuccess, resultError, resultRefused} {
 		m.renewals.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.expiry, m.reloads, m.renewalDue, m.lastAttempt, m.lastSuccess,
-			m.failures, m.degraded, m.info, m.renewals, m.ledgerOrders)
+		reg.MustRegister(m.expiry, m.servedExpiry, m.refused, m.reloads, m.renewalDue, m.lastAttempt, m.lastSuccess,
+			m.failures, m.degraded, m.info, m.renewals, m.ledgerOrders, m.onDemand)
 	}
 	return m
 }

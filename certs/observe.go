@@ -41,6 +41,11 @@ type certState struct {
 	lastErr             string
 	failures            int
 	warning             string // current degraded reason, "" when fine
+	optional            bool   // an on-demand name: never makes the source unready
+	// The watchdog's last look: what a handshake got, the newest in
+	// storage, and what is wrong with serving it ("" when nothing).
+	servedNotAfter, storedNotAfter time.Time
+	servedProblem                  string
 }
 
 func newTracker(source string, cfg Config, m *metrics) *tracker {
@@ -64,6 +69,15 @@ func (t *tracker) expect(name string) {
 	t.get(name)
 	t.mu.Unlock()
 	t.check()
+}
+
+// optional marks name as one whose certificate is not required for
+// readiness (an on-demand name: one customer's failing name must not take
+// the proxy out of service).
+func (t *tracker) optional(name string) {
+	t.mu.Lock()
+	t.get(name).optional = true
+	t.mu.Unlock()
 }
 
 // attempt records the start of an order or renewal.
@@ -135,12 +149,32 @@ func (t *tracker) served(name string, leaf *x509.Certificate) {
 	}
 }
 
+// watched records the watchdog's check of name: the leaf a handshake gets
+// (nil: none), the newest in storage (nil: none), and the problem with
+// serving it, which makes the name degraded and the source unready.
+func (t *tracker) watched(name string, served, stored *x509.Certificate, problem string) {
+	t.mu.Lock()
+	st := t.get(name)
+	st.servedNotAfter, st.storedNotAfter, st.servedProblem = time.Time{}, time.Time{}, problem
+	if served != nil {
+		st.servedNotAfter = served.NotAfter
+		t.m.servedExpiry.WithLabelValues(name).Set(float64(served.NotAfter.Unix()))
+	} else {
+		t.m.servedExpiry.DeleteLabelValues(name)
+	}
+	if stored != nil {
+		st.storedNotAfter = stored.NotAfter
+	}
+	t.mu.Unlock()
+	t.check()
+}
+
 // forget drops a name (an internal-CA name evicted from its cache).
 func (t *tracker) forget(name string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.certs, name)
-	for _, v := range []*prometheus.GaugeVec{t.m.expiry, t.m.renewalDue, t.m.lastAttempt,
+	for _, v := range []*prometheus.GaugeVec{t.m.expiry, t.m.servedExpiry, t.m.renewalDue, t.m.lastAttempt,
 		t.m.lastSuccess, t.m.failures, t.m.degraded, t.m.ledgerOrders} {
 		v.DeleteLabelValues(name)
 	}
@@ -165,6 +199,8 @@ func (t *tracker) warnWindow(st *certState) time.Duration {
 // reason says why a certificate needs an operator, or "".
 func (t *tracker) reason(st *certState, now time.Time) string {
 	switch {
+	case st.servedProblem != "":
+		return st.servedProblem
 	case st.notAfter.IsZero():
 		if st.lastErr != "" {
 			return "no certificate yet: " + st.lastErr
@@ -219,6 +255,9 @@ func (t *tracker) readyErr() error {
 	for _, n := range names {
 		st := t.certs[n]
 		switch {
+		case st.optional:
+		case st.servedProblem != "":
+			return fmt.Errorf("certificate for %s: %s", n, st.servedProblem)
 		case st.notAfter.IsZero() && st.lastErr != "":
 			return fmt.Errorf("no certificate for %s yet: %s", n, st.lastErr)
 		case st.notAfter.IsZero() && !st.lastAttempt.IsZero():
@@ -249,6 +288,8 @@ func (t *tracker) status() []Status {
 			ConsecutiveFailures: st.failures,
 			LastError:           st.lastErr,
 			Warning:             t.reason(st, now),
+			ServedNotAfter:      st.servedNotAfter,
+			StoredNotAfter:      st.storedNotAfter,
 		}
 		if !st.notAfter.IsZero() {
 			s.RenewalDue = renewalDue(st.notBefore, st.notAfter)

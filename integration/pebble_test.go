@@ -67,6 +67,10 @@ type pebbleOpts struct {
 	HTTPPort, TLSPort int
 	// Validity of issued certificates (default profile); default 90 days.
 	Validity time.Duration
+	// DNSServer is the resolver Pebble's validator asks (HOST:PORT), such
+	// as a knot serving the test zone for DNS-01. If empty, a
+	// pebble-challtestsrv answering 127.0.0.1 for every name.
+	DNSServer string
 	// Env is added to Pebble's environment (after PEBBLE_VA_NOSLEEP=1
 	// PEBBLE_WFE_NONCEREJECT=0), e.g. PEBBLE_WFE_NONCEREJECT=50.
 	Env []string
@@ -103,13 +107,16 @@ func startPebble(t *testing.T, opts pebbleOpts) *pebble {
 	if err := os.WriteFile(caFile, ca.CertPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	dns := "127.0.0.1:" + strconv.Itoa(pickPort(t))
-	start(t, procSpec{name: "pebble-challtestsrv", bin: challBin, noReady: true, args: []string{
-		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
-		"-dnsserver", dns,
-		"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
-		"-management", "127.0.0.1:" + strconv.Itoa(pickPort(t)),
-	}})
+	dns := opts.DNSServer
+	if dns == "" {
+		dns = "127.0.0.1:" + strconv.Itoa(pickPort(t))
+		start(t, procSpec{name: "pebble-challtestsrv", bin: challBin, noReady: true, args: []string{
+			"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+			"-dnsserver", dns,
+			"-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "",
+			"-management", "127.0.0.1:" + strconv.Itoa(pickPort(t)),
+		}})
+	}
 	listen := "127.0.0.1:" + strconv.Itoa(pickPort(t))
 	mgmt := "127.0.0.1:" + strconv.Itoa(pickPort(t))
 	secs := int64(opts.Validity / time.Second)

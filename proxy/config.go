@@ -33,6 +33,9 @@ type Config struct {
 
 	// GetCertificate supplies the certificate for each TLS handshake.
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// GetEncryptedClientHelloKeys supplies the ECH keys for each handshake
+	// (--ech). If nil, ECH is off.
+	GetEncryptedClientHelloKeys func(*tls.ClientHelloInfo) ([]tls.EncryptedClientHelloKey, error)
 	// NextProtos are ALPN protocols offered after h2 and http/1.1, such as
 	// "acme-tls/1" for the TLS-ALPN-01 challenge.
 	NextProtos []string

@@ -100,6 +100,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	tlsCfg := tlsConfig(s.cfg.GetCertificate, s.cfg.NextProtos, func(tls.ConnectionState) {
 		s.metrics.handshakeOK.Inc()
 	})
+	tlsCfg.GetEncryptedClientHelloKeys = s.cfg.GetEncryptedClientHelloKeys
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)

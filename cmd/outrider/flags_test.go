@@ -185,6 +185,15 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"top", "--listen", ":9903"}, exitUsage, "--insecure-no-auth"},
 		// With --insecure-no-auth the check passes (and --interval 0 stops it before it binds).
 		{[]string{"top", "--listen", "0.0.0.0:0", "--insecure-no-auth", "--interval", "0"}, exitUsage, "--interval: must be positive"},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--domain", "*.a.example"}, exitUsage, "give --acme-dns"},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--domain", "a.example", "--acme-dns", "route53"}, exitUsage, `--acme-dns "route53": unknown provider`},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--domain", "a.example", "--storage", "/nonexistent",
+			"--acme-dns", "rfc2136", "--acme-dns-server", "127.0.0.1:53", "--acme-dns-tsig-key-file", "/nonexistent/tsig.key"}, exitUsage, "reading --acme-dns-tsig-key-file"},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--domain", "a.example", "--storage", "/nonexistent",
+			"--acme-dns", "exec:/nonexistent/hook"}, exitUsage, "--acme-dns exec:/nonexistent/hook: stat"},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--on-demand-ask", "ftp://ask.example/"}, exitUsage, "not an http(s) URL"},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--on-demand-ask", "http://127.0.0.1:1/", "--on-demand-rate", "0"}, exitUsage, "must be at least 1"},
+		{[]string{"proxy", "--upstream", "http://127.0.0.1:1", "--on-demand-ask", "http://127.0.0.1:1/", "--tls-internal"}, exitUsage, "cannot be combined"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

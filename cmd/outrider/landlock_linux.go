@@ -50,7 +50,10 @@ func proxySandbox(cf *certFlags, csf *configsyncFlags, topTokenFile string, top 
 			p.roDirs = append(p.roDirs, filepath.Dir(f))
 		}
 	}
-	for _, f := range []string{*cf.acmeCARoot, *cf.acmeEABHMACFile, topTokenFile, *csf.tokenFile} {
+	if strings.HasPrefix(*cf.acmeDNS, "exec:") {
+		return p, errors.New("--landlock cannot be combined with --acme-dns exec: (it runs a command); use --acme-dns rfc2136")
+	}
+	for _, f := range []string{*cf.acmeCARoot, *cf.acmeEABHMACFile, *cf.acmeDNSTSIGKeyFile, topTokenFile, *csf.tokenFile} {
 		if f != "" {
 			p.roFiles = append(p.roFiles, f)
 		}

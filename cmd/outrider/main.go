@@ -36,6 +36,7 @@ func commands() []command {
 		{"top", "serve a uniform, authenticated /top of the host's processes and resources", runTop},
 		{"demo", "run the whole pattern on this machine: app, proxy, configsync and /top", runDemo},
 		{"ca", "internal CA tools: 'outrider ca root --storage DIR' prints the root certificate", runCA},
+		{"ech", "Encrypted Client Hello: 'outrider ech config --storage DIR' prints the ECHConfigList to publish", runECH},
 		{"preflight", "check that ACME ordering can succeed for --domain names", runPreflight},
 		{"version", "print version, commit and Go version", runVersion},
 	}

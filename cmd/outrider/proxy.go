@@ -118,30 +118,31 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 		accessLog = &proxy.AccessLog{W: buf, JSON: lf.json(stderr)}
 	}
 	srv, err := proxy.New(proxy.Config{
-		Listen:                *listen,
-		HTTPListen:            *httpListen,
-		Upstream:              *upstream,
-		AllowRemoteUpstream:   *allowRemote,
-		GetCertificate:        certMgr.GetCertificate,
-		NextProtos:            certMgr.NextProtos(),
-		WrapHTTP:              certMgr.HTTPHandler,
-		Names:                 certMgr.Names(),
-		TrustedProxies:        trusted,
-		UpstreamTimeout:       *upstreamTimeout,
-		UpstreamWait:          *upstreamWait,
-		MaxUpstreamConns:      *maxUpstreamConns,
-		KeepUnderscoreHeaders: *keepUnderscore,
-		ErrorPages:            *errorPages,
-		IdleTimeout:           *idleTimeout,
-		ReadHeaderTimeout:     *headerTimeout,
-		MaxBodyBytes:          *maxBody,
-		ShutdownTimeout:       *shutdownTimeout,
-		HSTS:                  time.Duration(*hsts) * time.Second,
-		Rewrites:              rw,
-		Mounts:                mounts,
-		AccessLog:             accessLog,
-		Logger:                log.With("component", "proxy"),
-		Registerer:            reg,
+		Listen:                      *listen,
+		HTTPListen:                  *httpListen,
+		Upstream:                    *upstream,
+		AllowRemoteUpstream:         *allowRemote,
+		GetCertificate:              certMgr.GetCertificate,
+		GetEncryptedClientHelloKeys: certMgr.ECHKeys(),
+		NextProtos:                  certMgr.NextProtos(),
+		WrapHTTP:                    certMgr.HTTPHandler,
+		Names:                       certMgr.Names(),
+		TrustedProxies:              trusted,
+		UpstreamTimeout:             *upstreamTimeout,
+		UpstreamWait:                *upstreamWait,
+		MaxUpstreamConns:            *maxUpstreamConns,
+		KeepUnderscoreHeaders:       *keepUnderscore,
+		ErrorPages:                  *errorPages,
+		IdleTimeout:                 *idleTimeout,
+		ReadHeaderTimeout:           *headerTimeout,
+		MaxBodyBytes:                *maxBody,
+		ShutdownTimeout:             *shutdownTimeout,
+		HSTS:                        time.Duration(*hsts) * time.Second,
+		Rewrites:                    rw,
+		Mounts:                      mounts,
+		AccessLog:                   accessLog,
+		Logger:                      log.With("component", "proxy"),
+		Registerer:                  reg,
 	})
 	if err != nil {
 		return usageError{err}
@@ -166,6 +167,9 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	drain := newDrainer()
 	adm.Handle("GET /drain", drain)
 	adm.Handle("POST /drain", drain)
+	if *cf.ech != "" {
+		adm.Handle("GET /ech", echHandler(certMgr.ECHConfigList))
+	}
 
 	services := []service{
 		{name: "certs", run: certMgr.Run, reload: certMgr.Reload},
