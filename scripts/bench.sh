@@ -26,8 +26,9 @@ done
 
 names=${PEERS:-}
 if [ -z "$names" ]; then
+  names="godirect"
   command -v nginx >/dev/null && names="$names nginx" || echo "bench.sh: nginx not installed, skipped" >&2
-  command -v caddy >/dev/null && names="$names caddy" || echo "bench.sh: caddy not installed, skipped" >&2
+  command -v "${CADDY_BIN:-caddy}" >/dev/null && names="$names caddy" || echo "bench.sh: caddy not installed (CADDY_BIN), skipped" >&2
   command -v haproxy >/dev/null && names="$names haproxy" || echo "bench.sh: haproxy not installed, skipped" >&2
   names="$names outrider"
 fi
@@ -48,7 +49,7 @@ done
 awk -v runs="$RUNS" '
 FNR == 1 { next }                      # each run has its header line
 { order[$1] = order[$1] ? order[$1] : ++n; names[order[$1]] = $1
-  for (c = 2; c <= 7; c++) { v = $c; sub(/ms$/, "", v)
+  for (c = 2; c <= 9; c++) { v = $c; sub(/ms$/, "", v)
     if ($c ~ /us$/) { v = $c; sub(/us$/, "", v); v /= 1000 }
     if ($c ~ /[0-9.]+s$/ && $c !~ /ms$/ && $c !~ /us$/) { v = $c; sub(/s$/, "", v); v *= 1000 }
     if ($c != "-" && $c != "") vals[$1, c] = vals[$1, c] " " v } }
@@ -57,17 +58,17 @@ function median(s,   a, k, i, j, t) {
   for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
   return (k % 2) ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }
 END {
-  split("h1_rps h1_p99_ms h2_rps hs_per_s big_MBps rss_MB", hdr, " ")
-  printf "\nmedian of %d runs\n%-9s", runs, "proxy"; for (c = 1; c <= 6; c++) printf " %10s", hdr[c]; printf "\n"
+  split("h1_rps h1_p99_ms h2_rps hs_per_s big_MBps rss_MB h1_us_req h2_us_req", hdr, " ")
+  printf "\nmedian of %d runs\n%-9s", runs, "proxy"; for (c = 1; c <= 8; c++) printf " %10s", hdr[c]; printf "\n"
   for (i = 1; i <= n; i++) { p = names[i]; printf "%-9s", p
-    for (c = 2; c <= 7; c++) { m[p, c] = median(vals[p, c]); printf " %10s", (m[p, c] == "" ? "-" : m[p, c]) }
+    for (c = 2; c <= 9; c++) { m[p, c] = median(vals[p, c]); printf " %10s", (m[p, c] == "" ? "-" : m[p, c]) }
     printf "\n" }
   for (r = 1; r <= 2; r++) { ref = (r == 1) ? "nginx" : "caddy"
     if (!((ref, 2) in m) || m[ref, 2] == "") continue
     printf "%-9s", "÷" ref
-    for (c = 2; c <= 7; c++) {
+    for (c = 2; c <= 9; c++) {
       a = m["outrider", c]; b = m[ref, c]
       if (a == "" || b == "" || b + 0 == 0) printf " %10s", "-"; else printf " %9.2fx", a / b }
     printf "\n" }
-  print "(ratios are outrider / peer; for h1_p99_ms and rss_MB lower is better)"
+  print "(ratios are outrider / peer; for h1_p99_ms, rss_MB and the us_req columns lower is better)"
 }' "$W"/run*.txt
