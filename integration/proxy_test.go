@@ -174,6 +174,19 @@ func TestTLSPosture(t *testing.T) {
 			t.Errorf("ALPN = %q, want h2 (server preference)", cs.NegotiatedProtocol)
 		}
 	})
+	t.Run("--tls-min-version 1.3 refuses TLS 1.2", func(t *testing.T) {
+		modern := startProxy(t, "--tls-min-version", "1.3")
+		c, err := tls.Dial("tcp", modern.https, &tls.Config{RootCAs: e.ca.Pool(), ServerName: "app.example", MaxVersion: tls.VersionTLS12})
+		if err == nil {
+			c.Close()
+			t.Fatal("TLS 1.2 handshake succeeded with --tls-min-version 1.3")
+		}
+		c, err = tls.Dial("tcp", modern.https, &tls.Config{RootCAs: modern.ca.Pool(), ServerName: "app.example"})
+		if err != nil {
+			t.Fatalf("TLS 1.3 refused: %v", err)
+		}
+		c.Close()
+	})
 	code, metrics, _ := get(t, plainClient, "http://"+e.admin+"/metrics")
 	if code != 200 || metricValue(metrics, `outrider_proxy_tls_handshakes_total{result="error"}`) < 2 ||
 		metricValue(metrics, `outrider_proxy_tls_handshakes_total{result="success"}`) < 2 {

@@ -33,6 +33,10 @@ type Config struct {
 
 	// GetCertificate supplies the certificate for each TLS handshake.
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	// TLSMinVersion is the lowest TLS version accepted: tls.VersionTLS12
+	// (Mozilla "intermediate") or tls.VersionTLS13 ("modern"). If zero,
+	// TLS 1.2.
+	TLSMinVersion uint16
 	// GetEncryptedClientHelloKeys supplies the ECH keys for each handshake
 	// (--ech). If nil, ECH is off.
 	GetEncryptedClientHelloKeys func(*tls.ClientHelloInfo) ([]tls.EncryptedClientHelloKey, error)
@@ -161,6 +165,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 64 << 10
 	}
+	if c.TLSMinVersion == 0 {
+		c.TLSMinVersion = tls.VersionTLS12
+	}
 	if c.MaxUpstreamConns == 0 {
 		c.MaxUpstreamConns = DefaultMaxUpstreamConns
 	}
@@ -194,6 +201,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxHeaderBytes < 0 {
 		errs = append(errs, fmt.Errorf("max header bytes %d is negative", c.MaxHeaderBytes))
+	}
+	if v := c.TLSMinVersion; v != 0 && v != tls.VersionTLS12 && v != tls.VersionTLS13 {
+		errs = append(errs, fmt.Errorf("TLS minimum version %#x: want TLS 1.2 or 1.3", v))
 	}
 	if c.MaxUpstreamConns < 0 {
 		errs = append(errs, fmt.Errorf("max upstream conns %d is negative", c.MaxUpstreamConns))
@@ -275,6 +285,17 @@ func isLoopback(host string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
+}
+
+// ParseTLSVersion parses --tls-min-version: "1.2" or "1.3".
+func ParseTLSVersion(s string) (uint16, error) {
+	switch s {
+	case "1.2":
+		return tls.VersionTLS12, nil
+	case "1.3":
+		return tls.VersionTLS13, nil
+	}
+	return 0, fmt.Errorf("--tls-min-version %q: want 1.2 (Mozilla intermediate) or 1.3 (modern)", s)
 }
 
 // ParsePrefixes parses CIDRs or single addresses (taken as /32 or /128).

@@ -101,6 +101,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.metrics.handshakeOK.Inc()
 	})
 	tlsCfg.GetEncryptedClientHelloKeys = s.cfg.GetEncryptedClientHelloKeys
+	tlsCfg.MinVersion = s.cfg.TLSMinVersion
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)

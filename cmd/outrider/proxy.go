@@ -35,6 +35,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	upstreamWait := durationFlag(fs, "upstream-wait", 10*time.Second, "a request whose connection the app refuses (restarting) waits this long for it to listen again, then 502; 0 turns it off")
 	maxUpstreamConns := fs.Int("max-upstream-conns", proxy.DefaultMaxUpstreamConns, "most connections to the app at once; requests beyond wait for a free one within --upstream-timeout")
 	keepUnderscore := fs.Bool("keep-underscore-headers", false, "forward request header names that contain _ (dropped by default: CGI, PHP and WSGI read X_Real_IP as X-Real-IP)")
+	tlsMin := fs.String("tls-min-version", "1.2", "lowest TLS `version` accepted: 1.2 (Mozilla intermediate) or 1.3 (modern)")
 	errorPages := fs.String("error-pages", "", "`directory` with 502.html, 503.html, 504.html served instead of the bare status text")
 	idleTimeout := durationFlag(fs, "idle-timeout", 5*time.Minute, "close a connection, body, WebSocket or stream silent this long in both directions")
 	headerTimeout := durationFlag(fs, "header-timeout", 10*time.Second, "longest time a client may take to send a request's headers (slowloris)")
@@ -55,6 +56,10 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	log, err := lf.parse(fs, args, stdout, stderr)
 	if err != nil {
 		return err
+	}
+	tlsMinVersion, err := proxy.ParseTLSVersion(*tlsMin)
+	if err != nil {
+		return usageError{err}
 	}
 	if *maxUpstreamConns < 1 {
 		return usageError{fmt.Errorf("--max-upstream-conns %d: must be at least 1", *maxUpstreamConns)}
@@ -131,6 +136,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 		UpstreamTimeout:             *upstreamTimeout,
 		UpstreamWait:                *upstreamWait,
 		MaxUpstreamConns:            *maxUpstreamConns,
+		TLSMinVersion:               tlsMinVersion,
 		KeepUnderscoreHeaders:       *keepUnderscore,
 		ErrorPages:                  *errorPages,
 		IdleTimeout:                 *idleTimeout,
