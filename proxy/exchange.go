@@ -50,9 +50,8 @@ type exchange struct {
 	small   []byte // the whole body, read ahead; nil when it streams
 
 	// Response state, kept here so that one allocation serves the request.
-	head    respHead
-	chunks  chunkedReader
-	limited io.LimitedReader
+	head   respHead
+	chunks chunkedReader
 
 	mu        sync.Mutex // guards c against abort, which runs on another goroutine
 	c         *upConn
@@ -259,8 +258,9 @@ func (ex *exchange) roundTrip(deadline time.Time) (*respHead, error) {
 		defer expectTimer.Stop()
 	}
 	head := &ex.head
-	scratch := getBuf()
-	defer func() { putBuf(scratch) }()
+	hb := headBufs.Get().(*[headBufSize]byte)
+	defer headBufs.Put(hb)
+	scratch := hb[:0]
 	for interim := 0; ; interim++ {
 		raw, err := readHeadBytes(c.br, scratch[:0])
 		if err != nil {
@@ -447,51 +447,73 @@ func (ex *exchange) relay(head *respHead) {
 	}
 }
 
-// copyBody streams the response body, flushing whenever the app has
-// nothing more buffered, so that streams and events arrive as sent.
+// copyBody streams the response body straight from the app connection's
+// read buffer to the client, flushing whenever the app has nothing more
+// buffered, so that streams and events arrive as sent.
 func (ex *exchange) copyBody(head *respHead) error {
 	c, rw := ex.c, ex.rw
-	var body io.Reader
 	var chunks *chunkedReader
-	switch {
-	case head.chunked:
+	left := head.contentLength // -1: until the app closes (or chunked)
+	if head.chunked {
 		ex.chunks = chunkedReader{br: c.br}
 		chunks = &ex.chunks
-		body = chunks
-	case head.contentLength >= 0:
-		ex.limited = io.LimitedReader{R: c.br, N: head.contentLength}
-		body = &ex.limited
-	default:
-		body = c.br
 	}
-	buf := getBuf()
-	defer putBuf(buf)
 	idle := ex.h.cfg.IdleTimeout
 	for {
-		if c.br.Buffered() == 0 {
-			if !moreExpected(head, body, chunks) {
+		if chunks != nil && chunks.left == 0 {
+			if c.br.Buffered() == 0 && !chunks.done {
+				if err := ex.beforeBlocking(idle); err != nil {
+					return err
+				}
+			}
+			if chunks.done {
 				break
 			}
-			// About to block on the app: what we have goes out first.
-			if err := rw.FlushError(); err != nil {
-				return clientGone(err)
+			if err := chunks.nextChunk(); err != nil {
+				return err
 			}
-			c.nc.SetReadDeadline(time.Now().Add(idle))
+			if chunks.done {
+				break
+			}
+			continue
 		}
-		n, err := body.Read(buf)
-		if n > 0 {
-			if _, werr := rw.Write(buf[:n]); werr != nil {
-				return clientGone(werr)
-			}
-		}
-		if err == io.EOF {
-			if head.contentLength >= 0 && body.(*io.LimitedReader).N > 0 {
-				return io.ErrUnexpectedEOF
-			}
+		if left == 0 {
 			break
 		}
-		if err != nil {
-			return err
+		if c.br.Buffered() == 0 {
+			if err := ex.beforeBlocking(idle); err != nil {
+				return err
+			}
+			if _, err := c.br.Peek(1); err != nil {
+				if err == io.EOF && left < 0 && chunks == nil {
+					break // delimited by the app closing
+				}
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return err
+			}
+		}
+		n := int64(c.br.Buffered())
+		if chunks != nil {
+			n = min(n, chunks.left)
+		} else if left >= 0 {
+			n = min(n, left)
+		}
+		p, _ := c.br.Peek(int(n))
+		if _, err := rw.Write(p); err != nil {
+			return clientGone(err)
+		}
+		c.br.Discard(int(n))
+		switch {
+		case chunks != nil:
+			if chunks.left -= n; chunks.left == 0 {
+				if err := chunks.chunkEnd(); err != nil {
+					return err
+				}
+			}
+		case left > 0:
+			left -= n
 		}
 	}
 	if chunks != nil && chunks.trailer != nil {
@@ -503,15 +525,15 @@ func (ex *exchange) copyBody(head *respHead) error {
 	return nil
 }
 
-// moreExpected reports whether the body has bytes still to come.
-func moreExpected(head *respHead, body io.Reader, chunks *chunkedReader) bool {
-	switch {
-	case chunks != nil:
-		return !chunks.done || chunks.left > 0
-	case head.contentLength >= 0:
-		return body.(*io.LimitedReader).N > 0
+// beforeBlocking runs when the next body byte has not arrived: what the
+// client has been given so far goes out, and the wait is bounded by the
+// idle timeout.
+func (ex *exchange) beforeBlocking(idle time.Duration) error {
+	if err := ex.rw.FlushError(); err != nil {
+		return clientGone(err)
 	}
-	return true
+	ex.c.nc.SetReadDeadline(time.Now().Add(idle))
+	return nil
 }
 
 // clientGone marks a write error to the client, so that classify sees the
@@ -558,6 +580,12 @@ func (p *prefetched) Read(b []byte) (int, error) {
 	}
 	return p.idleBody.Read(b)
 }
+
+// headBufs hold a response head while it is parsed: most are well under
+// 4 KiB; a larger one grows a slice of its own.
+const headBufSize = 4 << 10
+
+var headBufs = sync.Pool{New: func() any { return new([headBufSize]byte) }}
 
 // Copy buffers, pooled as *[copyBufferSize]byte: a pointer to an array
 // converts to and from a slice without allocating.

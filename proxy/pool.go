@@ -76,7 +76,7 @@ func newPool(network, addr string, dialTimeout time.Duration, maxConns int, wait
 	p := &pool{network: network, addr: addr, dialTimeout: dialTimeout, max: maxConns, wait: wait, log: log, metrics: m}
 	p.dialer = net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}
 	p.bufPools.r.New = func() any { return bufio.NewReaderSize(nil, 16<<10) }
-	p.bufPools.w.New = func() any { return bufio.NewWriterSize(nil, 16<<10) }
+	p.bufPools.w.New = func() any { return bufio.NewWriterSize(nil, 4<<10) } // heads; bodies pass through
 	return p
 }
 
