@@ -7,7 +7,7 @@ import (
 // metrics are the certs series. A nil Registerer leaves them unexported but
 // still usable. Every per-certificate series carries a domain label, which
 // the configuration bounds (the internal CA without Domains caps its
-// names, see maxInternalNames).
+// names at Config.InternalMaxNames).
 type metrics struct {
 	expiry  *prometheus.GaugeVec
 	reloads *prometheus.CounterVec
@@ -20,6 +20,8 @@ type metrics struct {
 	info         *prometheus.GaugeVec
 	renewals     *prometheus.CounterVec
 	ledgerOrders *prometheus.GaugeVec
+
+	internalRefusals *prometheus.CounterVec
 }
 
 // Renewal results, the values of the result label of renewals_total.
@@ -60,6 +62,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"result"}),
 		ledgerOrders: gauge("recent_orders",
 			"Certificates obtained for a name in the last 7 days, as recorded in storage; the duplicate-certificate guard refuses orders beyond its limit.", "domain"),
+		internalRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "outrider", Subsystem: "certs", Name: "internal_refusals_total",
+			Help: "Handshakes the internal CA gave no certificate, by reason: not_allowed (not among --domain), invalid_name, rate_limited (too many new names from one client address).",
+		}, []string{"reason"}),
 	}
 	for _, r := range []string{resultSuccess, resultError} {
 		m.reloads.WithLabelValues(r)
@@ -67,9 +73,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{resultSuccess, resultError, resultRefused} {
 		m.renewals.WithLabelValues(r)
 	}
+	for _, r := range []string{refusedNotAllowed, refusedInvalid, refusedRateLimited} {
+		m.internalRefusals.WithLabelValues(r)
+	}
 	if reg != nil {
 		reg.MustRegister(m.expiry, m.reloads, m.renewalDue, m.lastAttempt, m.lastSuccess,
-			m.failures, m.degraded, m.info, m.renewals, m.ledgerOrders)
+			m.failures, m.degraded, m.info, m.renewals, m.ledgerOrders, m.internalRefusals)
 	}
 	return m
 }
