@@ -33,10 +33,6 @@ const (
 
 	caRootLifetime  = 10 * 365 * 24 * time.Hour
 	caInterLifetime = 365 * 24 * time.Hour
-
-	// maxInternalNames bounds the leaves (and metric series) kept when any
-	// SNI is served: a client sending random names cannot grow memory.
-	maxInternalNames = 256
 )
 
 // authority is the internal CA: a root kept offline in storage and an
@@ -207,19 +203,27 @@ func createCert(parent *x509.Certificate, parentKey crypto.Signer, now time.Time
 	return cert, key, err
 }
 
-// internalSource serves leaves from the internal CA: for Domains, issued at
-// start; with no Domains, for whatever SNI is asked (bounded). Leaves live
-// in memory and are re-issued when a third of their life is left.
+// internalSource serves leaves from the internal CA. With Domains, only
+// those names are served: exact names and "*.suffix" patterns get their
+// leaves at start (a pattern's wildcard leaf serves every name it matches),
+// anything else is refused. Without Domains a leaf is issued on demand for
+// the name a client asks, within the bounds of ondemand.go. Leaves live in
+// memory and are re-issued when a third of their life is left.
 type internalSource struct {
-	cfg     Config
-	log     *slog.Logger
-	storage certmagic.Storage
-	track   *tracker
-	allowed map[string]bool // nil: any valid name
+	cfg      Config
+	log      *slog.Logger
+	storage  certmagic.Storage
+	track    *tracker
+	metrics  *metrics
+	allowed  map[string]bool // nil: any valid name, on demand
+	patterns []string        // the "*.suffix" entries of Domains
+	refusals *refusalLog
 
-	mu     sync.Mutex // guards ca and leaves; held while issuing (fast)
+	mu     sync.Mutex // guards ca, leaves, cache and limit; held while issuing (fast)
 	ca     *authority
-	leaves map[string]*tls.Certificate
+	leaves map[string]*tls.Certificate // the configured names'
+	cache  *leafCache                  // on-demand names'
+	limit  *issueLimiter
 }
 
 func newInternalSource(cfg Config, m *metrics) (*internalSource, error) {
@@ -233,15 +237,21 @@ func newInternalSource(cfg Config, m *metrics) (*internalSource, error) {
 		return nil, err
 	}
 	s := &internalSource{
-		cfg: cfg, log: cfg.Logger, storage: st, ca: ca,
-		track:  newTracker("internal", cfg, m),
-		leaves: map[string]*tls.Certificate{},
+		cfg: cfg, log: cfg.Logger, storage: st, ca: ca, metrics: m,
+		track:    newTracker("internal", cfg, m),
+		leaves:   map[string]*tls.Certificate{},
+		cache:    newLeafCache(cfg.InternalMaxNames),
+		limit:    newIssueLimiter(cfg.InternalIssueBurst, cfg.InternalIssueInterval),
+		refusals: &refusalLog{log: cfg.Logger},
 	}
 	if len(cfg.Domains) > 0 {
 		s.allowed = map[string]bool{}
 		for _, d := range cfg.Domains {
 			d = strings.ToLower(d)
 			s.allowed[d] = true
+			if strings.HasPrefix(d, "*.") {
+				s.patterns = append(s.patterns, d)
+			}
 			if _, err := s.leaf(d); err != nil {
 				return nil, err
 			}
@@ -266,30 +276,87 @@ func (s *internalSource) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certif
 	if name == "" {
 		name = "localhost"
 	}
-	if s.allowed != nil && !s.allowed[name] {
-		return nil, fmt.Errorf("%w: %q is not among --domain", ErrNameNotAllowed, name)
+	if s.allowed != nil {
+		if s.allowed[name] {
+			return s.leaf(name)
+		}
+		if p := s.pattern(name); p != "" {
+			return s.leaf(p)
+		}
+		return nil, s.refuse(name, hello, refusedNotAllowed, "%q is not among --domain", name)
 	}
 	if err := checkName(name); err != nil || strings.HasPrefix(name, "*.") {
-		return nil, fmt.Errorf("%w: %q", ErrNameNotAllowed, name)
+		return nil, s.refuse(name, hello, refusedInvalid, "%q is not a host name", name)
 	}
-	return s.leaf(name)
+	return s.onDemand(name, hello)
 }
 
-// leaf returns the current leaf for name, issuing one when there is none or
-// it is due for renewal.
+// pattern returns the "*.suffix" entry of Domains that name matches (one
+// label more than the suffix), or "".
+func (s *internalSource) pattern(name string) string {
+	for _, p := range s.patterns {
+		if label, ok := strings.CutSuffix(name, p[1:]); ok && label != "" && !strings.Contains(label, ".") {
+			return p
+		}
+	}
+	return ""
+}
+
+// refuse counts and logs a refusal and returns its error.
+func (s *internalSource) refuse(name string, hello *tls.ClientHelloInfo, reason, format string, args ...any) error {
+	s.metrics.internalRefusals.WithLabelValues(reason).Inc()
+	s.refusals.refused(s.cfg.Now(), name, clientKey(hello), reason)
+	return fmt.Errorf("%w: "+format, append([]any{ErrNameNotAllowed}, args...)...)
+}
+
+// leaf returns the current leaf for a configured name, issuing one when
+// there is none or it is due for renewal.
 func (s *internalSource) leaf(name string) (*tls.Certificate, error) {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c := s.leaves[name]; c != nil && now.Before(renewalDue(c.Leaf.NotBefore, c.Leaf.NotAfter)) {
+	c := s.leaves[name]
+	if c != nil && now.Before(renewalDue(c.Leaf.NotBefore, c.Leaf.NotAfter)) {
 		return c, nil
 	}
-	if _, ok := s.leaves[name]; !ok && len(s.leaves) >= maxInternalNames {
-		s.evictLocked(now)
-		if len(s.leaves) >= maxInternalNames {
-			return nil, fmt.Errorf("%w: %q: already serving %d names", ErrNameNotAllowed, name, maxInternalNames)
-		}
+	c, err := s.issueLocked(name, now, c != nil)
+	if err != nil {
+		return nil, err
 	}
+	s.leaves[name] = c
+	return c, nil
+}
+
+// onDemand returns the leaf for a name asked by a client when no Domains
+// are configured: from the cache, or newly issued if the client has not
+// asked for too many new names lately; the least recently served leaf
+// makes room.
+func (s *internalSource) onDemand(name string, hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	c := s.cache.get(name)
+	if c != nil && now.Before(renewalDue(c.Leaf.NotBefore, c.Leaf.NotAfter)) {
+		s.mu.Unlock()
+		return c, nil
+	}
+	if c == nil && !s.limit.allow(clientKey(hello), now) {
+		s.mu.Unlock()
+		return nil, s.refuse(name, hello, refusedRateLimited, "%q: too many new names from %s", name, clientKey(hello))
+	}
+	defer s.mu.Unlock()
+	c, err := s.issueLocked(name, now, c != nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, old := range s.cache.put(name, c) {
+		s.track.forget(old)
+		s.log.Debug("internal CA leaf evicted", "domain", old)
+	}
+	return c, nil
+}
+
+// issueLocked signs a new leaf for name with the intermediate.
+func (s *internalSource) issueLocked(name string, now time.Time, renewal bool) (*tls.Certificate, error) {
 	s.track.attempt(name)
 	leaf, key, err := createCert(s.ca.inter, s.ca.interKey, now, s.cfg.InternalLifetime, pkix.Name{CommonName: name}, false)
 	if err != nil {
@@ -298,8 +365,6 @@ func (s *internalSource) leaf(name string) (*tls.Certificate, error) {
 		return nil, err
 	}
 	c := &tls.Certificate{Certificate: [][]byte{leaf.Raw, s.ca.inter.Raw}, PrivateKey: key, Leaf: leaf}
-	renewal := s.leaves[name] != nil
-	s.leaves[name] = c
 	s.track.succeeded(name, leaf)
 	msg := "certificate issued"
 	if renewal {
@@ -309,13 +374,10 @@ func (s *internalSource) leaf(name string) (*tls.Certificate, error) {
 	return c, nil
 }
 
-// evictLocked drops expired leaves of names that are not configured.
+// evictLocked drops expired on-demand leaves.
 func (s *internalSource) evictLocked(now time.Time) {
-	for n, c := range s.leaves {
-		if !s.allowed[n] && now.After(c.Leaf.NotAfter) {
-			delete(s.leaves, n)
-			s.track.forget(n)
-		}
+	for _, n := range s.cache.removeExpired(now) {
+		s.track.forget(n)
 	}
 }
 
@@ -345,6 +407,7 @@ func (s *internalSource) maintain(ctx context.Context) error {
 		s.mu.Lock()
 		s.ca = ca
 		clear(s.leaves) // re-issued under the new intermediate
+		s.cache.clear()
 		s.mu.Unlock()
 	}
 	var errs []error

@@ -144,6 +144,18 @@ type Config struct {
 	// InternalLifetime is the validity of internal-CA leaf certificates;
 	// they are renewed when a third of it is left. If zero, 12 hours.
 	InternalLifetime time.Duration
+	// InternalMaxNames bounds the leaves the internal CA keeps for names it
+	// issues on demand (no Domains); the least recently served is evicted
+	// to make room, so a flood of names cannot lock a new one out. If zero,
+	// 256.
+	InternalMaxNames int
+	// InternalIssueBurst and InternalIssueInterval rate-limit on-demand
+	// issuance per client address (IPv6: per /64): a client may have
+	// InternalIssueBurst new names at once, then one more per
+	// InternalIssueInterval; beyond that its handshakes for new names fail
+	// (names already issued are still served). If zero, 16 and 5s.
+	InternalIssueBurst    int
+	InternalIssueInterval time.Duration
 
 	// ExpiryWarning is how long before expiry a certificate is reported as
 	// degraded (metric, warning log, /status), capped at half its renewal
@@ -202,6 +214,15 @@ func (c Config) withDefaults() Config {
 	if c.InternalLifetime == 0 {
 		c.InternalLifetime = 12 * time.Hour
 	}
+	if c.InternalMaxNames == 0 {
+		c.InternalMaxNames = 256
+	}
+	if c.InternalIssueBurst == 0 {
+		c.InternalIssueBurst = 16
+	}
+	if c.InternalIssueInterval == 0 {
+		c.InternalIssueInterval = 5 * time.Second
+	}
 	if c.ExpiryWarning == 0 {
 		c.ExpiryWarning = 7 * 24 * time.Hour
 	}
@@ -227,12 +248,16 @@ func (c Config) Validate() error {
 	// Host values are served (SPEC: ACME is "--domain without --cert").
 	for name, d := range map[string]time.Duration{"check interval": c.CheckInterval,
 		"renew check interval":          c.RenewCheckInterval,
-		"internal certificate lifetime": c.InternalLifetime, "expiry warning": c.ExpiryWarning} {
+		"internal certificate lifetime": c.InternalLifetime, "expiry warning": c.ExpiryWarning,
+		"internal issue interval": c.InternalIssueInterval} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %v is negative", name, d))
 		}
 	}
 	acme := c.CertFile == "" && !c.Internal && (len(c.Domains) > 0 || c.OnDemandAsk != "")
+	if c.InternalMaxNames < 0 || c.InternalIssueBurst < 0 {
+		errs = append(errs, fmt.Errorf("internal CA bounds (%d names, burst %d) must not be negative", c.InternalMaxNames, c.InternalIssueBurst))
+	}
 	for _, d := range c.Domains {
 		if err := checkName(d); err != nil {
 			errs = append(errs, fmt.Errorf("--domain %q: %w", d, err))

@@ -7,7 +7,7 @@ import (
 // metrics are the certs series. A nil Registerer leaves them unexported but
 // still usable. Every per-certificate series carries a domain label, which
 // the configuration bounds (the internal CA without Domains caps its
-// names, see maxInternalNames).
+// names at Config.InternalMaxNames).
 type metrics struct {
 	expiry       *prometheus.GaugeVec
 	servedExpiry *prometheus.GaugeVec
@@ -23,6 +23,8 @@ type metrics struct {
 	renewals     *prometheus.CounterVec
 	ledgerOrders *prometheus.GaugeVec
 	onDemand     *prometheus.CounterVec
+
+	internalRefusals *prometheus.CounterVec
 }
 
 // Reasons an order is refused, the values of the reason label of
@@ -86,6 +88,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"result"}),
 		ledgerOrders: gauge("recent_orders",
 			"Certificates obtained for a name in the last 7 days, as recorded in storage; the duplicate-certificate guard refuses orders beyond its limit.", "domain"),
+		internalRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "outrider", Subsystem: "certs", Name: "internal_refusals_total",
+			Help: "Handshakes the internal CA gave no certificate, by reason: not_allowed (not among --domain), invalid_name, rate_limited (too many new names from one client address).",
+		}, []string{"reason"}),
 	}
 	m.onDemand = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "outrider", Subsystem: "certs", Name: "on_demand_decisions_total",
@@ -103,9 +109,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{resultSuccess, resultError, resultRefused} {
 		m.renewals.WithLabelValues(r)
 	}
+	for _, r := range []string{refusedNotAllowed, refusedInvalid, refusedRateLimited} {
+		m.internalRefusals.WithLabelValues(r)
+	}
 	if reg != nil {
 		reg.MustRegister(m.expiry, m.servedExpiry, m.refused, m.reloads, m.renewalDue, m.lastAttempt, m.lastSuccess,
-			m.failures, m.degraded, m.info, m.renewals, m.ledgerOrders, m.onDemand)
+			m.failures, m.degraded, m.info, m.renewals, m.ledgerOrders, m.onDemand, m.internalRefusals)
 	}
 	return m
 }

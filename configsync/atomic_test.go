@@ -15,6 +15,7 @@ func newLayout(t *testing.T) *layout {
 	if err := l.init(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(l.close)
 	return l
 }
 
@@ -28,15 +29,8 @@ func snap(files ...string) *Snapshot {
 
 func apply(t *testing.T, l *layout, s *Snapshot) {
 	t.Helper()
-	if err := l.checkTargets(s); err != nil {
-		t.Fatal(err)
-	}
-	staged, err := l.stage(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if live, err := l.swap(staged, s); !live || err != nil {
-		t.Fatalf("swap: live=%v err=%v", live, err)
+	if live, err := l.apply(s, nil); !live || err != nil {
+		t.Fatalf("apply: live=%v err=%v", live, err)
 	}
 }
 
@@ -67,7 +61,7 @@ func TestSwapMakesVersionLiveThroughLinks(t *testing.T) {
 	if tgt, _ := os.Readlink(filepath.Join(l.dir, "app.conf")); tgt != "..data/app.conf" {
 		t.Errorf("app.conf -> %q, want ..data/app.conf", tgt)
 	}
-	first, _ := l.live()
+	first, _ := l.live(l.root)
 
 	v2 := snap("app.conf", "v=2\n", "conf.d/a.conf", "a2", "new.conf", "n")
 	apply(t, l, v2)
@@ -100,8 +94,8 @@ func TestSwapTakesOverRegularFileButRefusesForeignEntries(t *testing.T) {
 	os.Symlink(outside, filepath.Join(l.dir, "etc"))
 	os.Mkdir(filepath.Join(l.dir, "realdir"), 0o755)
 	for _, s := range []*Snapshot{snap("etc/passwd", "x"), snap("realdir", "x"), snap("ok", "1", "etc", "x")} {
-		if err := l.checkTargets(s); !errors.Is(err, ErrUnsafePath) {
-			t.Errorf("checkTargets(%v) = %v, want ErrUnsafePath", s.names(), err)
+		if err := l.check(s); !errors.Is(err, ErrUnsafePath) {
+			t.Errorf("check(%v) = %v, want ErrUnsafePath", s.names(), err)
 		}
 	}
 	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
@@ -112,14 +106,16 @@ func TestSwapTakesOverRegularFileButRefusesForeignEntries(t *testing.T) {
 func TestInitRemovesLeftovers(t *testing.T) {
 	l := newLayout(t)
 	apply(t, l, snap("app.conf", "1"))
-	live, _ := l.live()
-	// What a kill mid-apply leaves behind.
-	staged, err := l.stage(snap("app.conf", "2"))
+	live, _ := l.live(l.root)
+	// What a kill mid-apply leaves behind: a staged version, the temporary
+	// links, and the link of a name that version brings.
+	staged, err := l.stage(l.root, snap("app.conf", "2", "new.conf", "n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.Symlink(staged, filepath.Join(l.dir, dataTmpName))
 	os.Symlink("..data/x", filepath.Join(l.dir, linkTmpPfx+"x"))
+	os.Symlink("..data/new.conf", filepath.Join(l.dir, "new.conf"))
 	if err := l.init(); err != nil {
 		t.Fatal(err)
 	}

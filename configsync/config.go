@@ -3,9 +3,11 @@ package configsync
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -36,9 +38,14 @@ type Config struct {
 	TokenFile string
 	// Dir is the directory shared with the app. Required; created if missing.
 	Dir string
-	// StateDir keeps the last good version, restored at start. It must not
-	// be inside Dir. Empty keeps no state across restarts.
+	// StateDir keeps the last KeepVersions good versions; the newest is
+	// restored at start, and rollback can go back through the others. It
+	// must not be inside Dir, nor lead into it through a symlink. Empty keeps
+	// no state across restarts.
 	StateDir string
+	// KeepVersions is how many applied versions StateDir keeps. Zero means
+	// 5; negative is invalid.
+	KeepVersions int
 	// Interval is the poll period of http sources and the rescan period of
 	// dir sources. Polls get ±10% jitter; errors back off exponentially from
 	// min(Interval, 1s) up to 8×Interval (at most 5m). Zero means 30s.
@@ -102,6 +109,9 @@ func (c Config) withDefaults() Config {
 	if c.DriftInterval == 0 {
 		c.DriftInterval = time.Minute
 	}
+	if c.KeepVersions == 0 {
+		c.KeepVersions = 5
+	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = &http.Client{
 			Timeout:   30 * time.Second,
@@ -145,7 +155,16 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("configsync: state dir %q must be an absolute path", c.StateDir))
 		} else if c.Dir != "" && within(filepath.Clean(c.Dir), filepath.Clean(c.StateDir)) {
 			errs = append(errs, fmt.Errorf("configsync: state dir %q must not be inside dir %q", c.StateDir, c.Dir))
+		} else if c.Dir != "" && filepath.IsAbs(c.Dir) {
+			// The app can write dir: a state dir that leads into it through
+			// a symlink would let the app choose what is restored.
+			if d, st := resolvePath(c.Dir, 0), resolvePath(c.StateDir, 0); within(d, st) {
+				errs = append(errs, fmt.Errorf("configsync: state dir %q must not be inside dir %q (through a symlink it is %q, inside %q)", c.StateDir, c.Dir, st, d))
+			}
 		}
+	}
+	if c.KeepVersions < 0 {
+		errs = append(errs, fmt.Errorf("configsync: keep versions %d must be at least 1", c.KeepVersions))
 	}
 	for name, d := range map[string]time.Duration{
 		"interval": c.Interval, "debounce": c.Debounce, "health timeout": c.HealthTimeout,
@@ -176,6 +195,32 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("configsync: on-drift %q: want restore, report or off", c.OnDrift))
 	}
 	return errors.Join(errs...)
+}
+
+// resolvePath returns the absolute, clean p with every symlink resolved,
+// also where p does not exist yet: the existing part is resolved, a dangling
+// symlink is resolved through its target, and the rest is appended.
+func resolvePath(p string, depth int) string {
+	p = filepath.Clean(p)
+	if depth > 40 {
+		return p
+	}
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	if fi, err := os.Lstat(p); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		if t, err := os.Readlink(p); err == nil {
+			if !filepath.IsAbs(t) {
+				t = filepath.Join(filepath.Dir(p), t)
+			}
+			return resolvePath(t, depth+1)
+		}
+	}
+	parent := filepath.Dir(p)
+	if parent == p {
+		return p
+	}
+	return filepath.Join(resolvePath(parent, depth+1), filepath.Base(p))
 }
 
 // within reports whether path is dir or below it (both cleaned, absolute).

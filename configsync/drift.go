@@ -23,7 +23,7 @@ func (s *Syncer) checkDrift(ctx context.Context) {
 	}
 	s.m.drift.WithLabelValues("restored").Inc()
 	s.log.Warn("drift: restoring the applied version", "files", changed, "version", s.applied.DisplayVersion())
-	if err := s.put(ctx, s.applied); err != nil {
+	if _, err := s.apply(ctx, s.applied, false); err != nil {
 		s.log.Error("drift: restoring failed", "err", err)
 		return
 	}

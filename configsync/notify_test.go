@@ -173,10 +173,12 @@ func TestSignalPidfileChecks(t *testing.T) {
 
 func waitUntil(t *testing.T, f func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	// Generous: under -race with the whole suite running, a rollback through
+	// several versions takes seconds.
+	deadline := time.Now().Add(15 * time.Second)
 	for !f() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
+			t.Fatal("condition not met within 15s")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

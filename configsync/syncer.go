@@ -108,7 +108,7 @@ func NewWithSource(cfg Config, src Source) (*Syncer, error) {
 		log:      cfg.Logger,
 		src:      src,
 		lay:      &layout{dir: filepath.Clean(cfg.Dir), now: cfg.Now},
-		state:    stateStore{dir: cfg.StateDir},
+		state:    stateStore{dir: cfg.StateDir, keep: cfg.KeepVersions},
 		reloadCh: make(chan struct{}, 1),
 		retry:    newBackoff(cfg.Interval),
 	}
@@ -173,6 +173,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 		return errors.New("configsync: Run called twice")
 	}
 	defer s.running.Store(false)
+	defer s.lay.close()
 	if err := s.restore(ctx); err != nil {
 		return err
 	}
@@ -266,6 +267,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 // result, for init containers. It fails when the source cannot be reached or
 // the version is not live at the end.
 func (s *Syncer) RunOnce(ctx context.Context) error {
+	defer s.lay.close()
 	if err := s.restore(ctx); err != nil {
 		return err
 	}
@@ -291,11 +293,12 @@ func (s *Syncer) RunOnce(ctx context.Context) error {
 // the fetched version (secret-looking values redacted). It changes nothing:
 // no files, no state, no notifications.
 func (s *Syncer) DryRun(ctx context.Context, w io.Writer) error {
+	defer s.lay.close()
 	snap, err := s.src.Fetch(ctx)
 	if err != nil {
 		return err
 	}
-	if err := s.lay.checkTargets(snap); err != nil {
+	if err := s.lay.check(snap); err != nil {
 		return err
 	}
 	live, _, err := s.lay.read()
@@ -365,55 +368,21 @@ func (s *Syncer) transact(ctx context.Context, snap *Snapshot) (string, error) {
 		// Live, but the app was never told: tell it now (Issue #12).
 		return s.confirm(ctx, snap, nil)
 	}
-	if err := errors.Join(snap.check(), s.lay.checkTargets(snap)); err != nil {
-		s.rejected = hash
-		return ResultInvalid, err
-	}
-
-	start := time.Now()
-	staged, err := s.lay.stage(snap)
-	if err != nil {
-		s.m.stage("apply", start, err)
-		return ResultApplyFailed, err
-	}
-	applyTime := time.Since(start)
-
-	if len(s.validate) > 0 {
-		vstart := time.Now()
-		argv := make([]string, len(s.validate))
-		for i, a := range s.validate {
-			argv[i] = strings.ReplaceAll(a, "{dir}", filepath.Join(s.lay.dir, staged))
-		}
-		err := runCommand(ctx, argv, s.cfg.CommandTimeout)
-		s.m.stage("validate", vstart, err)
-		if err != nil {
-			s.lay.discard(staged)
-			if ctx.Err() != nil {
-				return ResultApplyFailed, ctx.Err()
-			}
+	prev := s.applied
+	if res, err := s.apply(ctx, snap, true); err != nil {
+		switch res {
+		case ResultInvalid:
+			s.rejected = hash
+		case ResultValidateFailed:
 			s.rejected = hash
 			s.markRejected(version)
-			return ResultValidateFailed, fmt.Errorf("%w: %v", ErrValidateFailed, err)
 		}
+		return res, err
 	}
 
-	start = time.Now()
-	live, err := s.lay.swap(staged, snap)
-	s.m.stageDuration.WithLabelValues("apply").Observe((applyTime + time.Since(start)).Seconds())
-	s.m.stageResults.WithLabelValues("apply", stageResult(errIf(!live, err))).Inc()
-	if !live {
-		s.lay.discard(staged)
-		return ResultApplyFailed, err
-	}
-	if err != nil {
-		s.log.Warn("tidying up after the swap", "err", err)
-	}
-	prev := s.applied
 	if s.unconfirmed {
 		prev = nil // never confirmed by the app: nothing to roll back to
 	}
-	s.setApplied(snap)
-	s.log.Info("version live", "version", version, "files", len(snap.Files), "duration_seconds", time.Since(start).Seconds()+applyTime.Seconds())
 	return s.confirm(ctx, snap, prev)
 }
 
@@ -471,51 +440,118 @@ func errIf(cond bool, err error) error {
 	return nil
 }
 
-// rollback puts prev back in place of bad and notifies the app again.
-func (s *Syncer) rollback(ctx context.Context, prev, bad *Snapshot, why string) {
+// apply makes snap live through the layout's one apply path (check, stage,
+// validate, swap, clean up) and records it: sync, restore, drift repair and
+// rollback all come through here. With validate, the --validate command runs
+// on the staged copy first; versions that passed before skip it. On failure
+// it returns the result label and the error, and Dir is as it was.
+func (s *Syncer) apply(ctx context.Context, snap *Snapshot, validate bool) (string, error) {
 	start := time.Now()
-	err := s.put(ctx, prev)
-	s.m.stage("rollback", start, err)
-	s.m.rollbacks.Inc()
-	s.mu.Lock()
-	s.st.Rollbacks++
-	s.mu.Unlock()
-	if err != nil {
-		s.log.Error("rollback failed: the refused version is still live", "version", bad.DisplayVersion(), "err", err)
-		return
+	var validating time.Duration
+	var check func(staged string) error
+	if validate && len(s.validate) > 0 {
+		check = func(staged string) error {
+			vstart := time.Now()
+			argv := make([]string, len(s.validate))
+			for i, a := range s.validate {
+				argv[i] = strings.ReplaceAll(a, "{dir}", staged)
+			}
+			err := runCommand(ctx, argv, s.cfg.CommandTimeout)
+			validating = time.Since(vstart)
+			s.m.stage("validate", vstart, err)
+			switch {
+			case err == nil:
+				return nil
+			case ctx.Err() != nil:
+				return ctx.Err() // shutting down: not the version's fault
+			}
+			return fmt.Errorf("%w: %v", ErrValidateFailed, err)
+		}
 	}
-	s.unconfirmed = false // prev passed before
-	s.setState(StateInSync)
-	s.log.Warn("rolled back", "reason", why, "from_version", bad.DisplayVersion(), "to_version", prev.DisplayVersion())
-	if err := s.notifyAll(ctx); err != nil {
-		s.log.Error("notifying the app after rollback", "err", err)
-		return
+	live, err := s.lay.apply(snap, check)
+	var refused *refusedError
+	switch {
+	case !live && errors.As(err, &refused):
+		return ResultInvalid, err
+	case !live && errors.Is(err, ErrValidateFailed):
+		return ResultValidateFailed, err
 	}
-	if err := s.waitHealthy(ctx); err != nil {
-		s.log.Error("app still unhealthy after rollback", "err", err)
-	}
-}
-
-// put makes snap live without validation or notification: restore and
-// rollback of versions that passed before.
-func (s *Syncer) put(_ context.Context, snap *Snapshot) error {
-	if err := s.lay.checkTargets(snap); err != nil {
-		return err
-	}
-	staged, err := s.lay.stage(snap)
-	if err != nil {
-		return err
-	}
-	live, err := s.lay.swap(staged, snap)
+	took := time.Since(start) - validating
+	s.m.stageDuration.WithLabelValues("apply").Observe(took.Seconds())
+	s.m.stageResults.WithLabelValues("apply", stageResult(errIf(!live, err))).Inc()
 	if !live {
-		s.lay.discard(staged)
-		return err
+		return ResultApplyFailed, err
 	}
 	if err != nil {
 		s.log.Warn("tidying up after the swap", "err", err)
 	}
 	s.setApplied(snap)
-	return nil
+	s.log.Info("version live", "version", snap.DisplayVersion(), "files", len(snap.Files), "duration_seconds", took.Seconds())
+	return "", nil
+}
+
+// rollback puts back, in place of bad, the newest earlier version the app
+// is healthy with: prev first, then the versions kept in StateDir, newest
+// first. Each is applied, announced and verified in turn; when none is
+// healthy, prev is left live.
+func (s *Syncer) rollback(ctx context.Context, prev, bad *Snapshot, why string) {
+	start := time.Now()
+	s.m.rollbacks.Inc()
+	s.mu.Lock()
+	s.st.Rollbacks++
+	s.mu.Unlock()
+	candidates := []*Snapshot{prev}
+	history, err := s.state.history()
+	if err != nil {
+		s.log.Warn("reading saved versions for rollback", "err", err)
+	}
+	for _, v := range history {
+		candidates = append(candidates, v.Snap)
+	}
+	tried := map[string]bool{bad.Hash(): true}
+	var last error
+	for _, c := range candidates {
+		if tried[c.Hash()] {
+			continue
+		}
+		tried[c.Hash()] = true
+		if _, err := s.apply(ctx, c, false); err != nil {
+			last = err
+			s.log.Error("rollback: putting a version back failed", "version", c.DisplayVersion(), "err", err)
+			continue
+		}
+		s.log.Warn("rolled back", "reason", why, "from_version", bad.DisplayVersion(), "to_version", c.DisplayVersion())
+		s.unconfirmed = false // it passed before
+		s.setState(StateInSync)
+		if err := s.notifyAll(ctx); err != nil {
+			s.m.stage("rollback", start, err)
+			s.log.Error("notifying the app after rollback", "err", err)
+			return
+		}
+		last = s.waitHealthy(ctx)
+		if last == nil {
+			s.m.stage("rollback", start, nil)
+			if c != prev {
+				if err := s.state.save(c, s.cfg.Now()); err != nil {
+					s.log.Error("saving last good version", "err", err)
+				}
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Error("app still unhealthy after rollback", "version", c.DisplayVersion(), "err", last)
+	}
+	s.m.stage("rollback", start, errIf(true, last))
+	if s.applied != nil && s.applied.Hash() != prev.Hash() {
+		if _, err := s.apply(ctx, prev, false); err == nil {
+			s.log.Error("no earlier version made the app healthy; the previous one is live again", "version", prev.DisplayVersion())
+			if err := s.notifyAll(ctx); err != nil {
+				s.log.Error("notifying the app after rollback", "err", err)
+			}
+		}
+	}
 }
 
 // notifyAll runs every notifier in order and returns the first error.
@@ -559,7 +595,7 @@ func (s *Syncer) restore(ctx context.Context) error {
 		s.setState(StateInSync)
 		s.log.Info("last good version is live", "version", good.DisplayVersion())
 	case good != nil:
-		if err := s.put(ctx, good); err != nil {
+		if _, err := s.apply(ctx, good, false); err != nil {
 			return fmt.Errorf("configsync: restoring last good version: %w", err)
 		}
 		s.log.Info("restored last good version", "version", good.DisplayVersion())
@@ -573,7 +609,7 @@ func (s *Syncer) restore(ctx context.Context) error {
 		}
 	case live != nil && len(live.Files) > 0:
 		if !linksOK {
-			if err := s.put(ctx, live); err != nil {
+			if _, err := s.apply(ctx, live, false); err != nil {
 				return fmt.Errorf("configsync: repairing links: %w", err)
 			}
 		}

@@ -57,3 +57,28 @@ func FuzzParseQuery(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRedact: any command line (NUL-separated, as in /proc/PID/cmdline)
+// redacts without panicking to as many arguments, and a secret given after
+// --password never shows.
+func FuzzRedact(f *testing.F) {
+	for _, s := range []string{"app\x00--password=x", "sh\x00-c\x00mysql -px && curl -H 'Authorization: Bearer y'",
+		"curl\x00-u\x00a:b", "x\x00'unterminated \"quote", "sh\x00-c\x00a\\", "redis-cli\x00AUTH", "mc\x00alias\x00set",
+		"a\x00{\"password\": \"p\"", "a\x00password: \x00--", "htpasswd\x00-b", "x\x00--\x00--\x00mysql"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, cmdline string) {
+		args := strings.Split(cmdline, "\x00")
+		got := Redact(args)
+		if len(got) != len(args) {
+			t.Fatalf("Redact(%q) = %d arguments, want %d", args, len(got), len(args))
+		}
+		const secret = "fuzz-S3CRET-value"
+		withSecret := append(append([]string{}, args...), "--password", secret)
+		for _, a := range Redact(withSecret) {
+			if strings.Contains(a, secret) {
+				t.Fatalf("Redact(%q) shows the --password value", withSecret)
+			}
+		}
+	})
+}

@@ -1,65 +1,134 @@
 package topapi
 
 import (
+	"encoding/json"
+	"flag"
+	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
-func TestRedact(t *testing.T) {
-	tests := []struct {
-		name, in, want string
-	}{
-		{"flag with equals", "app --password=hunter2 --port=80", "app --password=*** --port=80"},
-		{"single dash", "app -password=hunter2", "app -password=***"},
-		{"flag then value", "app --token abc123 -v", "app --token *** -v"},
-		{"component match", "app --db-pass x --api-key=y --client_secret z", "app --db-pass *** --api-key=*** --client_secret ***"},
-		{"camel case", "app --dbPassword=x", "app --dbPassword=***"},
-		{"java property", "java -Dspring.datasource.password=x -jar a.jar", "java -Dspring.datasource.password=*** -jar a.jar"},
-		{"bare key=value", "env TOKEN=abc AWS_SECRET_ACCESS_KEY=def PATH=/bin cmd", "env TOKEN=*** AWS_SECRET_ACCESS_KEY=*** PATH=/bin cmd"},
-		{"url credentials", "psql postgres://app:pw@db:5432/x", "psql postgres://app:***@db:5432/x"},
-		{"url query", "curl https://h/x?token=abc&a=1", "curl https://h/x?token=***&a=1"},
-		{"curl user", "curl -u bob:pw https://h/", "curl -u bob:*** https://h/"},
-		{"mysql -p", "mysql -uroot -psecretpw db", "mysql -uroot -p*** db"},
-		{"sshpass", "sshpass -p pw ssh host", "sshpass -p *** ssh host"},
-		{"file flags kept", "app --token-file /run/tok --key-file /k.pem", "app --token-file /run/tok --key-file /k.pem"},
-		{"boolean flag followed by flag", "app --no-auth --verbose", "app --no-auth --verbose"},
-		{"flag at end", "app --password", "app --password"},
-		{"harmless", "nginx -g daemon off; -c /etc/nginx.conf", "nginx -g daemon off; -c /etc/nginx.conf"},
-		{"keyboard is not a key", "app --keyboard us --bypass yes", "app --keyboard us --bypass yes"},
+var update = flag.Bool("update", false, "rewrite the want fields of testdata/redact_cases.json from the current output")
+
+// redactCase is one command-line shape of testdata/redact_cases.json: the
+// table is shared with the /top handler test here and the end-to-end test
+// in integration/, which runs every shape as a real process.
+type redactCase struct {
+	Name string   `json:"name"`
+	Argv []string `json:"argv"`
+	Want []string `json:"want"`
+	// Secrets must appear nowhere in the redacted command line, nor in any
+	// answer that shows it.
+	Secrets []string `json:"secrets,omitempty"`
+}
+
+const redactCasesFile = "testdata/redact_cases.json"
+
+func loadRedactCases(t *testing.T) []redactCase {
+	t.Helper()
+	b, err := os.ReadFile(redactCasesFile)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			in := strings.Split(tt.in, " ")
-			got := strings.Join(Redact(in), " ")
-			if got != tt.want {
-				t.Errorf("Redact(%q) = %q, want %q", tt.in, got, tt.want)
+	var cases []redactCase
+	if err := json.Unmarshal(b, &cases); err != nil {
+		t.Fatal(err)
+	}
+	return cases
+}
+
+// Issue #16: redaction missed common shapes (mysql -pX, redis-cli -a X,
+// --password -X, JSON and YAML in argv, user:X@host:, …).
+func TestRedactShapes(t *testing.T) {
+	cases := loadRedactCases(t)
+	if len(cases) < 60 {
+		t.Fatalf("%d shapes in %s, want at least 60", len(cases), redactCasesFile)
+	}
+	names := map[string]bool{}
+	for i := range cases {
+		c := &cases[i]
+		t.Run(c.Name, func(t *testing.T) {
+			if names[c.Name] {
+				t.Fatalf("duplicate case name %q", c.Name)
+			}
+			names[c.Name] = true
+			got := Redact(c.Argv)
+			joined := strings.Join(got, " ")
+			for _, s := range c.Secrets {
+				if s != "" && strings.Contains(joined, s) {
+					t.Errorf("Redact(%q) = %q, still shows %q", c.Argv, got, s)
+				}
+			}
+			if *update {
+				c.Want = got
+				return
+			}
+			if diff := cmp.Diff(c.Want, got); diff != "" {
+				t.Errorf("Redact(%q) (-want +got):\n%s", c.Argv, diff)
 			}
 		})
 	}
-}
-
-func TestRedactInsideShellString(t *testing.T) {
-	in := []string{"sh", "-c", "mysqladmin --password hunter2 -h db && curl -H 'Authorization: Bearer xyz' http://u:p@h/"}
-	got := Redact(in)[2]
-	for _, secret := range []string{"hunter2", "xyz", "u:p@"} {
-		if strings.Contains(got, secret) {
-			t.Errorf("Redact(%q) = %q, still contains %q", in[2], got, secret)
+	if *update {
+		// One case a line, so that a diff shows which shape changed.
+		var b strings.Builder
+		b.WriteString("[\n")
+		for i, c := range cases {
+			line, err := json.Marshal(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Write(line)
+			if i < len(cases)-1 {
+				b.WriteString(",")
+			}
+			b.WriteString("\n")
+		}
+		b.WriteString("]\n")
+		if err := os.WriteFile(redactCasesFile, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
 
 func TestRedactDoesNotModifyInput(t *testing.T) {
-	in := []string{"app", "--password=x"}
+	in := []string{"app", "--password=x", "sh -c 'mysql -px'"}
 	Redact(in)
-	if in[1] != "--password=x" {
+	if in[1] != "--password=x" || in[2] != "sh -c 'mysql -px'" {
 		t.Errorf("Redact modified its input: %q", in)
 	}
 }
 
-func TestRedactAuthHeaderArgument(t *testing.T) {
-	in := []string{"curl", "-H", "Authorization: Bearer xyz", "-H", "X-Api-Key: k", "https://h/"}
-	want := []string{"curl", "-H", "Authorization: ***", "-H", "X-Api-Key: ***", "https://h/"}
-	if got := Redact(in); strings.Join(got, "|") != strings.Join(want, "|") {
-		t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+func TestRedactIsIdempotent(t *testing.T) {
+	for _, c := range loadRedactCases(t) {
+		once := Redact(c.Argv)
+		if twice := Redact(once); !cmp.Equal(once, twice) {
+			t.Errorf("%s: Redact(Redact(x)) = %q, Redact(x) = %q", c.Name, twice, once)
+		}
+	}
+}
+
+// Issue #16: a hostile process could stall the sampler with a command line
+// made to be slow to redact (key-like words without a secret made the pair
+// scan quadratic: a minute for 100 KB). Now the scan is linear and bounded.
+func TestRedactHostileCommandLineIsFast(t *testing.T) {
+	t.Parallel()
+	for _, unit := range []string{"x:y ", "a:b@c ", "a=b ", "'", "--p x ", `"k": 1, `, "password: "} {
+		arg := strings.Repeat(unit, MaxRedactBytes/len(unit)-1)
+		for _, args := range [][]string{{"sh", "-c", arg}, {"app", arg, arg, arg}} {
+			start := time.Now()
+			got := Redact(args)
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("Redact of %d bytes of %q took %v", len(arg), unit, d)
+			}
+			if len(got) != len(args) {
+				t.Errorf("Redact returned %d arguments for %d", len(got), len(args))
+			}
+		}
+	}
+	if got := Redact([]string{"app", strings.Repeat("a", MaxRedactBytes), "--password=x"}); got[1] != Redacted || got[2] != Redacted {
+		t.Errorf("arguments past MaxRedactBytes = %q, want %s", got[1:], Redacted)
 	}
 }

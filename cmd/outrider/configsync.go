@@ -26,6 +26,7 @@ type configsyncFlags struct {
 	tokenFile      *string
 	dir            *string
 	stateDir       *string
+	keepVersions   *int
 	interval       *time.Duration
 	debounce       *time.Duration
 	validate       *string
@@ -40,15 +41,16 @@ type configsyncFlags struct {
 
 func addConfigsyncFlags(fs *flagSet, prefix string) *configsyncFlags {
 	return &configsyncFlags{
-		prefix:    prefix,
-		source:    fs.String(prefix+"source", "", "where the config lives: http(s)://… (polled), dir:///path (watched), etcd://host:2379/prefix (watched)"),
-		file:      fs.String(prefix+"file", "", "single-file mode: the http source's body is this `name` in --"+prefix+"dir (default: JSON bundle)"),
-		tokenFile: fs.String(prefix+"token-file", "", "`file` holding a bearer token for the http source, re-read on every fetch"),
-		dir:       fs.String(prefix+"dir", "", "absolute `dir` shared with the app, where its config files go (required with --"+prefix+"source)"),
-		stateDir:  fs.String(prefix+"state-dir", "", "absolute `dir` keeping the last good version, restored at start; never inside --"+prefix+"dir (default: no state kept)"),
-		interval:  durationFlag(fs, prefix+"interval", 30*time.Second, "poll period of http sources and rescan period of dir sources (jittered; errors back off up to 8× this, at most 5m)"),
-		debounce:  durationFlag(fs, prefix+"debounce", time.Second, "changes must be quiet this long before one apply (at most 10× this after the first)"),
-		validate:  fs.String(prefix+"validate", "", "`command` run on the staged files before they go live; {dir} is the staging directory; non-zero exit refuses the version"),
+		prefix:       prefix,
+		source:       fs.String(prefix+"source", "", "where the config lives: http(s)://… (polled), dir:///path (watched), etcd://host:2379/prefix (watched)"),
+		file:         fs.String(prefix+"file", "", "single-file mode: the http source's body is this `name` in --"+prefix+"dir (default: JSON bundle)"),
+		tokenFile:    fs.String(prefix+"token-file", "", "`file` holding a bearer token for the http source, re-read on every fetch"),
+		dir:          fs.String(prefix+"dir", "", "absolute `dir` shared with the app, where its config files go (required with --"+prefix+"source)"),
+		stateDir:     fs.String(prefix+"state-dir", "", "absolute `dir` keeping the last good versions, the newest restored at start; never inside --"+prefix+"dir, nor through a symlink into it (default: no state kept)"),
+		keepVersions: fs.Int(prefix+"keep-versions", 5, "how many applied versions --"+prefix+"state-dir keeps for restore and rollback"),
+		interval:     durationFlag(fs, prefix+"interval", 30*time.Second, "poll period of http sources and rescan period of dir sources (jittered; errors back off up to 8× this, at most 5m)"),
+		debounce:     durationFlag(fs, prefix+"debounce", time.Second, "changes must be quiet this long before one apply (at most 10× this after the first)"),
+		validate:     fs.String(prefix+"validate", "", "`command` run on the staged files before they go live; {dir} is the staging directory; non-zero exit refuses the version"),
 		notify: newListFlag(fs, prefix+"notify", "how to tell the app to reload: signal:HUP:pidfile=PATH, signal:HUP:process=NAME, "+
 			"http:POST:http://127.0.0.1:8080/-/reload, exec:/path/cmd arg…"),
 		healthURL:      fs.String(prefix+"health-url", "", "`URL` that must answer 2xx after notifying, else the previous version is put back"),
@@ -69,12 +71,16 @@ func (f *configsyncFlags) config(log *slog.Logger, reg prometheus.Registerer) (c
 		}
 		return configsync.Config{}, false, nil
 	}
+	if *f.keepVersions < 1 {
+		return configsync.Config{}, true, usageError{fmt.Errorf("--%skeep-versions %d: want at least 1", f.prefix, *f.keepVersions)}
+	}
 	cfg := configsync.Config{
 		Source:          *f.source,
 		File:            *f.file,
 		TokenFile:       *f.tokenFile,
 		Dir:             *f.dir,
 		StateDir:        *f.stateDir,
+		KeepVersions:    *f.keepVersions,
 		Interval:        *f.interval,
 		Debounce:        *f.debounce,
 		ValidateCommand: *f.validate,

@@ -12,8 +12,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -48,6 +50,7 @@ type objects struct {
 	services      []*corev1.Service
 	secrets       []*corev1.Secret
 	pdbs          []*policyv1.PodDisruptionBudget
+	policies      []*networkingv1.NetworkPolicy
 	kustomization *kustomization
 }
 
@@ -87,6 +90,9 @@ func load(t *testing.T, dir string) objects {
 			case "PodDisruptionBudget":
 				p := &policyv1.PodDisruptionBudget{}
 				o.pdbs, v = append(o.pdbs, p), p
+			case "NetworkPolicy":
+				p := &networkingv1.NetworkPolicy{}
+				o.policies, v = append(o.policies, p), p
 			case "Kustomization":
 				o.kustomization = &kustomization{}
 				v = o.kustomization
@@ -324,5 +330,72 @@ func TestSignalOverlay(t *testing.T) {
 	base := load(t, "base")
 	if o.deployments[0].Name != base.deployments[0].Name {
 		t.Errorf("patch targets %q, base Deployment is %q", o.deployments[0].Name, base.deployments[0].Name)
+	}
+}
+
+// Issue #16: the admin listeners were on the pod network for anyone. The
+// NetworkPolicy admits the Service's ports from anywhere and every other
+// port the pod opens (the admin ones) only from the monitoring namespace.
+func TestNetworkPolicyAdmitsOnlyServicePortsFromAnywhere(t *testing.T) {
+	o := load(t, "base")
+	if len(o.policies) != 1 {
+		t.Fatalf("base: %d NetworkPolicies, want 1", len(o.policies))
+	}
+	np := o.policies[0]
+	pod := o.deployments[0].Spec.Template
+	if !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+		t.Errorf("policyTypes %v: without Ingress nothing is isolated", np.Spec.PolicyTypes)
+	}
+	for k, v := range np.Spec.PodSelector.MatchLabels {
+		if pod.Labels[k] != v {
+			t.Errorf("podSelector %s=%s does not select the pods", k, v)
+		}
+	}
+	if len(np.Spec.PodSelector.MatchExpressions) != 0 || len(np.Spec.PodSelector.MatchLabels) == 0 {
+		t.Errorf("podSelector %+v: want the pods' labels only", np.Spec.PodSelector)
+	}
+	public := map[int]bool{}
+	for _, p := range o.services[0].Spec.Ports {
+		public[p.TargetPort.IntValue()] = true
+	}
+	fromAnywhere, fromMonitoring := map[int]bool{}, map[int]bool{}
+	for i, r := range np.Spec.Ingress {
+		if len(r.Ports) == 0 {
+			t.Errorf("ingress rule %d admits every port", i)
+		}
+		anywhere := len(r.From) == 0
+		for _, f := range r.From {
+			ns := f.NamespaceSelector
+			if f.IPBlock != nil || f.PodSelector != nil || ns == nil || len(ns.MatchExpressions) != 0 ||
+				!cmp.Equal(ns.MatchLabels, map[string]string{"kubernetes.io/metadata.name": "monitoring"}) {
+				t.Errorf("ingress rule %d admits %+v; want only the monitoring namespace", i, f)
+			}
+		}
+		for _, p := range r.Ports {
+			if p.Port == nil || p.EndPort != nil || p.Protocol == nil || *p.Protocol != corev1.ProtocolTCP {
+				t.Errorf("ingress rule %d: port %+v, want one TCP port", i, p)
+				continue
+			}
+			if anywhere {
+				fromAnywhere[p.Port.IntValue()] = true
+			} else {
+				fromMonitoring[p.Port.IntValue()] = true
+			}
+		}
+	}
+	if !cmp.Equal(fromAnywhere, public) {
+		t.Errorf("ports open to anyone %v, want exactly the Service's target ports %v", fromAnywhere, public)
+	}
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		for _, p := range c.Ports {
+			if port := int(p.ContainerPort); !public[port] && !fromMonitoring[port] {
+				t.Errorf("%s port %d (%s) is not admitted from the monitoring namespace", c.Name, port, p.Name)
+			}
+		}
+	}
+	for _, port := range []int{9901, 9902} {
+		if fromAnywhere[port] || !fromMonitoring[port] {
+			t.Errorf("admin port %d: want it admitted from the monitoring namespace only", port)
+		}
 	}
 }

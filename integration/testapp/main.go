@@ -2,6 +2,9 @@
 // real process: plain HTTP on a loopback address or a unix socket, config
 // files from --config-dir reloaded on SIGHUP and POST /-/reload. When ready it
 // writes one JSON line {"msg":"listening","addr":…} to stderr.
+//
+// With TESTAPP_IDLE=1 in its environment it ignores its arguments and waits
+// for a signal: the /top tests run it under arbitrary command lines.
 package main
 
 import (
@@ -22,6 +25,12 @@ import (
 )
 
 func main() {
+	if os.Getenv("TESTAPP_IDLE") == "1" {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+		<-sig
+		return
+	}
 	listen := flag.String("listen", "127.0.0.1:0", "TCP address")
 	unix := flag.String("unix", "", "unix socket path (instead of --listen)")
 	configDir := flag.String("config-dir", "", "directory of config files")
