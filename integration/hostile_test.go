@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outrider-dev/outrider/internal/testcert"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -693,4 +694,72 @@ func TestLandlockConfinesFileAccess(t *testing.T) {
 			t.Errorf("exit %d, output %q; want 2 and a clear refusal", code, p.output())
 		}
 	})
+}
+
+// TestMaxConnsKeepsRoomForNewClients: more idle keep-alive connections than
+// the file descriptor limit allows (issue #16). outrider caps client
+// connections below the limit (--max-conns derived from RLIMIT_NOFILE) and
+// closes the longest-idle one for each newcomer, so a new client is still
+// served instead of accept failing with EMFILE.
+func TestMaxConnsKeepsRoomForNewClients(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+	prlimit := needTool(t, "prlimit")
+	raiseNoFile(t, 4096)
+	e := &proxyEnv{ca: testcert.NewCA(t)}
+	e.certFile, e.keyFile = e.ca.LeafFiles(t, t.TempDir(), "app.example", "localhost", "127.0.0.1")
+	e.app = startApp(t)
+	const nofile = 600
+	e.px = start(t, procSpec{name: "outrider proxy (nofile 600)", bin: prlimit, args: []string{
+		fmt.Sprintf("--nofile=%d:%d", nofile, nofile), bins.outrider, "proxy", "--log-format=json",
+		"--listen", "127.0.0.1:0", "--http-listen", "", "--admin-listen", "127.0.0.1:0", "--access-log=false",
+		"--upstream", "http://" + e.app.addr("addr"), "--cert", e.certFile, "--key", e.keyFile}})
+	e.https, e.admin = e.px.addr("https_addr"), e.px.addr("admin_addr")
+	maxConns, _ := e.px.ready["max_conns"].(float64)
+	if maxConns <= 0 || maxConns >= nofile {
+		t.Fatalf("max_conns = %v with RLIMIT_NOFILE %d, want a cap below the limit", maxConns, nofile)
+	}
+	// Open more idle keep-alive connections than the process has descriptors.
+	const n = nofile + 100
+	var mu sync.Mutex
+	var conns []*tls.Conn
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c, err := tls.Dial("tcp", e.https, &tls.Config{RootCAs: e.ca.Pool(), ServerName: "app.example", NextProtos: []string{"http/1.1"}})
+			if err != nil {
+				return // refused while none was idle yet: fine
+			}
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: app.example\r\n\r\n")
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	// A new client is served.
+	c := clientFor(e.https, e.ca.Pool(), false)
+	if code, _, _ := get(t, c, "https://app.example/"); code != 200 {
+		t.Fatalf("a new client after %d idle connections got %d, want 200", n, code)
+	}
+	_, metrics, _ := get(t, plainClient, "http://"+e.admin+"/metrics")
+	evicted := metricValue(metrics, "outrider_proxy_connections_evicted_total")
+	if evicted < n-maxConns {
+		t.Errorf("%v idle connections evicted for %d newcomers over a cap of %v", evicted, n, maxConns)
+	}
+	t.Logf("max_conns %v, %d connections opened, %v evicted, %v refused", maxConns, n, evicted,
+		metricValue(metrics, "outrider_proxy_connections_refused_total"))
 }

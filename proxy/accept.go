@@ -38,8 +38,24 @@ func (s *Server) acceptTLS(ctx context.Context, ln net.Listener, cfg *tls.Config
 			continue
 		}
 		backoff = 0
-		wg.Go(func() { s.handshake(ctx, c, cfg, q) })
+		tc := s.conns.admit(c)
+		if tc == nil {
+			s.refusedLog(c)
+			c.Close()
+			continue
+		}
+		wg.Go(func() { s.handshake(ctx, tc, cfg, q) })
 	}
+}
+
+// refusedLog warns, at most once a minute, that connections are refused.
+func (s *Server) refusedLog(c net.Conn) {
+	now := time.Now().UnixNano()
+	if last := s.lastRefusal.Load(); now-last < int64(time.Minute) || !s.lastRefusal.CompareAndSwap(last, now) {
+		return
+	}
+	s.cfg.Logger.Warn("refusing connections: --max-conns reached and none is idle", "max_conns", s.cfg.MaxConns,
+		"remote_addr", c.RemoteAddr().String())
 }
 
 // handshake runs the TLS handshake within ReadHeaderTimeout (as net/http

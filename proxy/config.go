@@ -69,6 +69,11 @@ type Config struct {
 	// wait for a free one within UpstreamTimeout (at most 1024 wait; the
 	// rest get 503). If zero, DefaultMaxUpstreamConns.
 	MaxUpstreamConns int
+	// MaxConns caps the client connections open at once on the HTTPS
+	// listener. At the cap the connection idle the longest between requests
+	// is closed to make room; when none is idle the new one is refused. If
+	// zero, DefaultMaxConns(MaxUpstreamConns).
+	MaxConns int
 	// KeepUnderscoreHeaders forwards request header names that contain
 	// "_". Off by default, as nginx's underscores_in_headers: CGI, PHP and
 	// WSGI map "_" and "-" to the same variable, so X_Forwarded_For could
@@ -171,6 +176,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxUpstreamConns == 0 {
 		c.MaxUpstreamConns = DefaultMaxUpstreamConns
 	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns(c.MaxUpstreamConns)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -204,6 +212,9 @@ func (c Config) Validate() error {
 	}
 	if v := c.TLSMinVersion; v != 0 && v != tls.VersionTLS12 && v != tls.VersionTLS13 {
 		errs = append(errs, fmt.Errorf("TLS minimum version %#x: want TLS 1.2 or 1.3", v))
+	}
+	if c.MaxConns < 0 {
+		errs = append(errs, fmt.Errorf("max conns %d is negative", c.MaxConns))
 	}
 	if c.MaxUpstreamConns < 0 {
 		errs = append(errs, fmt.Errorf("max upstream conns %d is negative", c.MaxUpstreamConns))

@@ -19,6 +19,8 @@ type metrics struct {
 	handshakeErr     prometheus.Counter
 	resetCloses      prometheus.Counter
 	retries          prometheus.Counter
+	connsEvicted     prometheus.Counter
+	connsRefused     prometheus.Counter
 	poolWaits        prometheus.Counter
 	restartWait      *prometheus.CounterVec
 	reg              prometheus.Registerer
@@ -112,6 +114,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "upstream_restart_waits_total",
 			Help: "Requests held while the app refused connections (--upstream-wait), by result: recovered, gave_up, refused (queue full).",
 		}, []string{"result"}),
+		connsEvicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "connections_evicted_total",
+			Help: "Idle keep-alive client connections closed to make room for a new one at --max-conns.",
+		}),
+		connsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "connections_refused_total",
+			Help: "Client connections refused at --max-conns because none open was idle.",
+		}),
 		reg: reg,
 	}
 	for _, r := range []string{waitRecovered, waitGaveUp, waitRefused} {
@@ -124,7 +134,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.handshakeErr = m.handshakes.WithLabelValues("error")
 	if reg != nil {
 		reg.MustRegister(m.requests, m.duration, m.upstreamDuration, m.upstreamErrors, m.openConns, m.handshakes, m.resetCloses,
-			m.retries, m.poolWaits, m.restartWait)
+			m.retries, m.poolWaits, m.restartWait, m.connsEvicted, m.connsRefused)
 	}
 	return m
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -26,6 +27,8 @@ type Server struct {
 	handler *handler
 
 	httpsLn, httpLn net.Listener
+	conns           *connTracker
+	lastRefusal     atomic.Int64 // unix nanoseconds of the last refusal logged
 }
 
 // New validates cfg and builds the server. It opens no sockets.
@@ -40,7 +43,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	m := newMetrics(cfg.Registerer)
-	return &Server{cfg: cfg, up: up, metrics: m, handler: newHandler(cfg, up, m, pages)}, nil
+	return &Server{cfg: cfg, up: up, metrics: m, handler: newHandler(cfg, up, m, pages), conns: newConnTracker(cfg.MaxConns, m)}, nil
 }
 
 // Listen binds the HTTPS and HTTP addresses, so that a port in use is an
@@ -64,6 +67,9 @@ func (s *Server) Listen() error {
 
 // Addr returns the bound HTTPS address.
 func (s *Server) Addr() string { return addrOf(s.httpsLn) }
+
+// MaxConns returns the cap on client connections in force.
+func (s *Server) MaxConns() int { return s.cfg.MaxConns }
 
 // HTTPAddr returns the bound plain-HTTP address, or "" when it is off.
 func (s *Server) HTTPAddr() string { return addrOf(s.httpLn) }
@@ -129,10 +135,14 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 			return context.WithValue(ctx, connInfoKey{}, ci)
 		},
-		ConnState: func(_ net.Conn, st http.ConnState) {
+		ConnState: func(c net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:
 				s.metrics.openConns.Inc()
+			case http.StateIdle:
+				s.conns.noteState(c, stateIdle)
+			case http.StateActive:
+				s.conns.noteState(c, stateBusy)
 			case http.StateClosed, http.StateHijacked:
 				s.metrics.openConns.Dec()
 			}

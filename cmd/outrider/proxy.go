@@ -35,6 +35,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	upstreamWait := durationFlag(fs, "upstream-wait", 10*time.Second, "a request whose connection the app refuses (restarting) waits this long for it to listen again, then 502; 0 turns it off")
 	maxUpstreamConns := fs.Int("max-upstream-conns", proxy.DefaultMaxUpstreamConns, "most connections to the app at once; requests beyond wait for a free one within --upstream-timeout")
 	keepUnderscore := fs.Bool("keep-underscore-headers", false, "forward request header names that contain _ (dropped by default: CGI, PHP and WSGI read X_Real_IP as X-Real-IP)")
+	maxConns := fs.Int("max-conns", 0, "most client connections at once; at the cap the longest-idle keep-alive one is closed for a new one; 0 derives it from RLIMIT_NOFILE")
 	tlsMin := fs.String("tls-min-version", "1.2", "lowest TLS `version` accepted: 1.2 (Mozilla intermediate) or 1.3 (modern)")
 	errorPages := fs.String("error-pages", "", "`directory` with 502.html, 503.html, 504.html served instead of the bare status text")
 	idleTimeout := durationFlag(fs, "idle-timeout", 5*time.Minute, "close a connection, body, WebSocket or stream silent this long in both directions")
@@ -60,6 +61,9 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	tlsMinVersion, err := proxy.ParseTLSVersion(*tlsMin)
 	if err != nil {
 		return usageError{err}
+	}
+	if *maxConns < 0 {
+		return usageError{fmt.Errorf("--max-conns %d: must not be negative (0 derives it from the file limit)", *maxConns)}
 	}
 	if *maxUpstreamConns < 1 {
 		return usageError{fmt.Errorf("--max-upstream-conns %d: must be at least 1", *maxUpstreamConns)}
@@ -136,6 +140,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 		UpstreamTimeout:             *upstreamTimeout,
 		UpstreamWait:                *upstreamWait,
 		MaxUpstreamConns:            *maxUpstreamConns,
+		MaxConns:                    *maxConns,
 		TLSMinVersion:               tlsMinVersion,
 		KeepUnderscoreHeaders:       *keepUnderscore,
 		ErrorPages:                  *errorPages,
@@ -202,7 +207,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	}
 	// "listening", not "ready": /readyz decides readiness, and its changes
 	// are logged as they happen.
-	log.Info("listening", "https_addr", srv.Addr(), "http_addr", srv.HTTPAddr(), "admin_addr", adm.Addr(), "upstream", *upstream)
+	log.Info("listening", "https_addr", srv.Addr(), "http_addr", srv.HTTPAddr(), "admin_addr", adm.Addr(), "upstream", *upstream, "max_conns", srv.MaxConns())
 	if onListening != nil {
 		onListening(srv.Addr(), adm.Addr())
 	}
