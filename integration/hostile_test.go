@@ -763,3 +763,65 @@ func TestMaxConnsKeepsRoomForNewClients(t *testing.T) {
 	t.Logf("max_conns %v, %d connections opened, %v evicted, %v refused", maxConns, n, evicted,
 		metricValue(metrics, "outrider_proxy_connections_refused_total"))
 }
+
+// TestHTTP2EmptyFramesFloodClosed: a stream flooded with DATA frames that
+// carry nothing (CVE-2019-9518) costs the server as much as real frames;
+// the connection is closed after a thousand, as the rapid-reset guard does,
+// and ordinary clients are served meanwhile (issue #16).
+func TestHTTP2EmptyFramesFloodClosed(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+	e := startProxy(t, "--access-log=false")
+	for _, tt := range []struct {
+		name  string
+		flood func(fr *http2.Framer) error
+	}{
+		{"empty DATA", func(fr *http2.Framer) error { return fr.WriteData(1, false, nil) }},
+		{"zero WINDOW_UPDATE", func(fr *http2.Framer) error { // the Framer refuses to write these itself
+			return fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 1, []byte{0, 0, 0, 0})
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := e.dialTLS("h2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			fr := startH2(t, c)
+			var hb bytes.Buffer
+			enc := hpack.NewEncoder(&hb)
+			hb.Reset()
+			for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", "app.example"}, {":path", "/upload"}} {
+				enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+			}
+			var wmu sync.Mutex
+			wmu.Lock()
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true})
+			wmu.Unlock()
+			result := make(chan string, 1)
+			go func() { result <- readUntilClosed(fr, &wmu) }()
+			sent := 0
+			for ; sent < 1_000_000; sent++ {
+				wmu.Lock()
+				err := tt.flood(fr)
+				wmu.Unlock()
+				if err != nil {
+					break // the server closed the connection
+				}
+			}
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			got := <-result
+			if sent == 1_000_000 {
+				t.Fatalf("a million frames that carry nothing were accepted; the connection ended with %s", got)
+			}
+			t.Logf("connection ended after %d frames: %s", sent, got)
+			if code, _, _ := get(t, e.h2, "https://app.example/"); code != 200 {
+				t.Errorf("an ordinary client got %d meanwhile", code)
+			}
+		})
+	}
+	_, metrics, _ := get(t, plainClient, "http://"+e.admin+"/metrics")
+	if v := metricValue(metrics, "outrider_proxy_empty_frame_closes_total"); v < 2 {
+		t.Errorf("outrider_proxy_empty_frame_closes_total = %v, want 2", v)
+	}
+}

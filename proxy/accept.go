@@ -10,10 +10,11 @@ import (
 )
 
 // outrider accepts client connections and completes their TLS handshakes
-// itself, then hands each to net/http: an HTTP/2 one as the *tls.Conn it
-// is, an HTTP/1 one wrapped in an h1Conn. Owning this step is what lets
-// outrider see an HTTP/1 connection's bytes (h1Conn) and count handshakes
-// where they happen.
+// itself, then hands each to net/http wrapped by its ALPN protocol: an
+// HTTP/2 one in an h2Conn (served as prior-knowledge HTTP/2, the TLS being
+// done), an HTTP/1 one in an h1Conn. Owning this step is what lets outrider
+// see the bytes of either (h1Conn, h2Conn), cap connections (connTracker)
+// and count handshakes where they happen.
 
 // acceptTLS accepts on ln until ctx is done or ln is closed, handshaking
 // each connection in its own goroutine and pushing it to q.
@@ -72,7 +73,7 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, q
 	raw.SetDeadline(time.Time{})
 	switch tc.ConnectionState().NegotiatedProtocol {
 	case "h2":
-		q.push(tc)
+		q.push(newH2Conn(tc, s.cfg.Logger, s.metrics))
 	case "", "http/1.1", "http/1.0":
 		q.push(&h1Conn{Conn: tc})
 	default:
@@ -167,9 +168,12 @@ func (c *h1Conn) scan(b []byte) {
 	c.match = m
 }
 
-// tlsState returns the connection's TLS state, which net/http does not
-// fill in for a connection that is not a *tls.Conn.
-func (c *h1Conn) tlsState() *tls.ConnectionState {
-	st := c.Conn.(*tls.Conn).ConnectionState()
-	return &st
+// tlsState returns the TLS state of a connection handed to net/http, which
+// net/http does not fill in for one that is not a *tls.Conn.
+func tlsState(c net.Conn) *tls.ConnectionState {
+	if tc, ok := c.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		return &st
+	}
+	return nil
 }

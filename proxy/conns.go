@@ -79,8 +79,8 @@ func (t *connTracker) noteState(c net.Conn, st http1State) {
 	switch c := c.(type) {
 	case *h1Conn:
 		tc, _ = c.Conn.(*tls.Conn).NetConn().(*trackedConn)
-	case *tls.Conn:
-		tc, _ = c.NetConn().(*trackedConn)
+	case *h2Conn:
+		tc, _ = c.Conn.(*tls.Conn).NetConn().(*trackedConn)
 	}
 	if tc == nil {
 		return

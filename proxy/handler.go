@@ -49,16 +49,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer rw.release() // runs after finish
 	defer h.finish(rw, r, start)
-	if r.ProtoMajor == 1 {
-		if ci, _ := r.Context().Value(connInfoKey{}).(*connInfo); ci != nil && ci.h1 != nil {
-			if r.TLS == nil {
-				r.TLS = ci.tls
-			}
-			if len(r.TransferEncoding) > 0 && ci.h1.sawCL {
-				// Content-Length and Transfer-Encoding both, perhaps: framed
-				// by the latter, answered, then closed (RFC 9112 §6.3).
-				rw.Header()["Connection"] = []string{"close"}
-			}
+	if ci, _ := r.Context().Value(connInfoKey{}).(*connInfo); ci != nil {
+		if r.TLS == nil {
+			r.TLS = ci.tls // net/http fills it only for a *tls.Conn
+		}
+		if ci.h1 != nil && len(r.TransferEncoding) > 0 && ci.h1.sawCL {
+			// Content-Length and Transfer-Encoding both, perhaps: framed
+			// by the latter, answered, then closed (RFC 9112 §6.3).
+			rw.Header()["Connection"] = []string{"close"}
 		}
 	}
 
@@ -245,7 +243,7 @@ type connInfoKey struct{}
 type connInfo struct {
 	conn net.Conn
 	h1   *h1Conn              // the HTTP/1 connection; nil for HTTP/2
-	tls  *tls.ConnectionState // for HTTP/1, where net/http leaves r.TLS nil
+	tls  *tls.ConnectionState // net/http leaves r.TLS nil: the conns it gets are not *tls.Conns
 
 	mu          sync.Mutex
 	windowStart time.Time

@@ -20,6 +20,7 @@ type metrics struct {
 	resetCloses      prometheus.Counter
 	retries          prometheus.Counter
 	connsEvicted     prometheus.Counter
+	emptyFrameCloses prometheus.Counter
 	connsRefused     prometheus.Counter
 	poolWaits        prometheus.Counter
 	restartWait      *prometheus.CounterVec
@@ -118,6 +119,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "connections_evicted_total",
 			Help: "Idle keep-alive client connections closed to make room for a new one at --max-conns.",
 		}),
+		emptyFrameCloses: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "empty_frame_closes_total",
+			Help: "HTTP/2 connections closed for sending too many frames that carry nothing (CVE-2019-9518).",
+		}),
 		connsRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "connections_refused_total",
 			Help: "Client connections refused at --max-conns because none open was idle.",
@@ -134,7 +139,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.handshakeErr = m.handshakes.WithLabelValues("error")
 	if reg != nil {
 		reg.MustRegister(m.requests, m.duration, m.upstreamDuration, m.upstreamErrors, m.openConns, m.handshakes, m.resetCloses,
-			m.retries, m.poolWaits, m.restartWait, m.connsEvicted, m.connsRefused)
+			m.retries, m.poolWaits, m.restartWait, m.connsEvicted, m.connsRefused, m.emptyFrameCloses)
 	}
 	return m
 }

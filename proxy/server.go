@@ -111,9 +111,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
-	// No TLSConfig: acceptTLS has done the handshakes. net/http serves
-	// the *tls.Conns it is handed as HTTP/2 (their ALPN says so) and the
-	// h1Conns as HTTP/1.
+	// HTTP/2 connections arrive with their TLS already done, wrapped in an
+	// h2Conn: net/http serves them as prior-knowledge HTTP/2.
+	protocols.SetUnencryptedHTTP2(true)
+	// No TLSConfig: acceptTLS has done the handshakes.
 	https := &http.Server{
 		Handler:           s.handler,
 		Protocols:         &protocols,
@@ -130,8 +131,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			ci := &connInfo{conn: c}
-			if h1, ok := c.(*h1Conn); ok {
-				ci.h1, ci.tls = h1, h1.tlsState()
+			switch c := c.(type) {
+			case *h1Conn:
+				ci.h1, ci.tls = c, tlsState(c.Conn)
+			case *h2Conn:
+				ci.tls = tlsState(c.Conn)
 			}
 			return context.WithValue(ctx, connInfoKey{}, ci)
 		},
