@@ -25,18 +25,6 @@ import (
 	"time"
 )
 
-// freePort returns a loopback port nothing listens on, for servers that
-// must be told their port up front.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // outriderFor starts outrider in front of an app at upstream (an address).
 func outriderFor(t *testing.T, upstream string, extra ...string) *proxyEnv {
 	t.Helper()
@@ -107,7 +95,7 @@ func TestCGIAppGetsQueryStringByteForByte(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "cgi-bin", "params.pl"), []byte(cgiScript), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := pickPort(t)
 	app := fmt.Sprintf("127.0.0.1:%d", port)
 	start(t, procSpec{name: "python CGI server", bin: python, noReady: true,
 		args: []string{"-m", "http.server", "--cgi", "--bind", "127.0.0.1", "--directory", root, strconv.Itoa(port)}})

@@ -167,9 +167,7 @@ func (p *pool) put(c *upConn, reuse bool) {
 	c.reused = true
 	c.idleAt = time.Now()
 	p.mu.Lock()
-	if len(p.waiters) > 0 {
-		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
+	if w := p.popWaiter(); w != nil {
 		p.mu.Unlock()
 		w <- c
 		return
@@ -181,15 +179,25 @@ func (p *pool) put(c *upConn, reuse bool) {
 // release gives up a connection's place in the pool, to a waiter first.
 func (p *pool) release() {
 	p.mu.Lock()
-	if len(p.waiters) > 0 {
-		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
+	if w := p.popWaiter(); w != nil {
 		p.mu.Unlock()
-		w <- nil
+		w <- nil // the right to dial
 		return
 	}
 	p.open--
 	p.mu.Unlock()
+}
+
+// popWaiter takes the longest waiter off the queue, or returns nil. p.mu
+// must be held.
+func (p *pool) popWaiter() chan *upConn {
+	if len(p.waiters) == 0 {
+		return nil
+	}
+	w := p.waiters[0]
+	p.waiters[0] = nil
+	p.waiters = p.waiters[1:]
+	return w
 }
 
 // discard closes c, which failed or was abandoned mid-exchange.
