@@ -45,8 +45,19 @@ func (s *Server) acceptTLS(ctx context.Context, ln net.Listener, cfg *tls.Config
 // handshake runs the TLS handshake within ReadHeaderTimeout (as net/http
 // bounds it) and passes the connection on by its ALPN protocol.
 func (s *Server) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, q *connQueue) {
-	tc := tls.Server(raw, cfg)
 	raw.SetDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
+	if s.pp != nil {
+		// A PROXY header comes before the ClientHello, within the same
+		// deadline; from here on RemoteAddr is the address it carried.
+		pc := s.pp.wrap(raw)
+		if err := s.pp.read(pc); err != nil {
+			s.cfg.Logger.Debug("proxy protocol header refused", "remote_addr", raw.RemoteAddr().String(), "err", err)
+			raw.Close()
+			return
+		}
+		raw = pc
+	}
+	tc := tls.Server(raw, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		s.metrics.handshakeErr.Inc()
 		s.cfg.Logger.Debug("tls handshake failed", "remote_addr", raw.RemoteAddr().String(), "err", err)

@@ -47,6 +47,13 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-*/Forwarded headers
 	// are kept and extended; from anyone else they are replaced.
 	TrustedProxies []netip.Prefix
+	// ProxyProtocolFrom are the peers (load balancers) allowed to open a
+	// connection with a PROXY protocol v1 or v2 header, on both listeners.
+	// From them the header is optional and its source address is the
+	// client's address everywhere (X-Forwarded-For, logs, limits, ACLs); a
+	// header from any other peer closes the connection. If empty, no
+	// header is read and one is a failed handshake.
+	ProxyProtocolFrom []netip.Prefix
 
 	// UpstreamTimeout bounds the wait for the upstream's response headers;
 	// past it the client gets 504. If zero, 60s.

@@ -21,6 +21,7 @@ type metrics struct {
 	retries          prometheus.Counter
 	poolWaits        prometheus.Counter
 	restartWait      *prometheus.CounterVec
+	proxyProtocol    *prometheus.CounterVec
 	reg              prometheus.Registerer
 
 	// requestCounters caches requests' children for the common code and
@@ -112,6 +113,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "upstream_restart_waits_total",
 			Help: "Requests held while the app refused connections (--upstream-wait), by result: recovered, gave_up, refused (queue full).",
 		}, []string{"result"}),
+		proxyProtocol: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "proxy_protocol_connections_total",
+			Help: "Connections from --proxy-protocol-from peers and others by PROXY header result: used, absent (trusted peer, no header), refused (header from an untrusted peer), invalid.",
+		}, []string{"result"}),
 		reg: reg,
 	}
 	for _, r := range []string{waitRecovered, waitGaveUp, waitRefused} {
@@ -120,11 +125,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{reasonDial, reasonTimeout, reasonCanceled, reasonClientTimeout, reasonClientBody, reasonProtocol, reasonBusy} {
 		m.upstreamErrors.WithLabelValues(r)
 	}
+	for _, r := range []string{ppUsed, ppAbsent, ppRefused, ppInvalid} {
+		m.proxyProtocol.WithLabelValues(r)
+	}
 	m.handshakeOK = m.handshakes.WithLabelValues("success")
 	m.handshakeErr = m.handshakes.WithLabelValues("error")
 	if reg != nil {
 		reg.MustRegister(m.requests, m.duration, m.upstreamDuration, m.upstreamErrors, m.openConns, m.handshakes, m.resetCloses,
-			m.retries, m.poolWaits, m.restartWait)
+			m.retries, m.poolWaits, m.restartWait, m.proxyProtocol)
 	}
 	return m
 }

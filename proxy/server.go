@@ -24,6 +24,7 @@ type Server struct {
 	up      *Upstream
 	metrics *metrics
 	handler *handler
+	pp      *ppGate // nil: no PROXY protocol
 
 	httpsLn, httpLn net.Listener
 }
@@ -40,7 +41,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	m := newMetrics(cfg.Registerer)
-	return &Server{cfg: cfg, up: up, metrics: m, handler: newHandler(cfg, up, m, pages)}, nil
+	return &Server{cfg: cfg, up: up, metrics: m, handler: newHandler(cfg, up, m, pages),
+		pp: newPPGate(cfg.ProxyProtocolFrom, cfg.ReadHeaderTimeout, m)}, nil
 }
 
 // Listen binds the HTTPS and HTTP addresses, so that a port in use is an
@@ -58,6 +60,9 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("http listener: %w", err)
 		}
 		s.httpLn = ln
+		if s.pp != nil {
+			s.httpLn = &ppListener{Listener: ln, gate: s.pp}
+		}
 	}
 	return nil
 }

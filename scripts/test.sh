@@ -25,8 +25,8 @@ apt_get() {
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # sslscan + openssl: TLS posture scan and chain check; iproute2: the
-  # netns pod test.
-  pkgs="etcd-server chromium iproute2 curl sslscan openssl"
+  # netns pod test; haproxy: PROXY protocol v2 from a real balancer.
+  pkgs="etcd-server chromium iproute2 curl sslscan openssl haproxy"
   missing=""
   for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
   if [ -n "$missing" ]; then

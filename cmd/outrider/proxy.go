@@ -32,6 +32,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	upstream := fs.String("upstream", "", "the app: http://127.0.0.1:8080 or unix:///run/app.sock (required)")
 	allowRemote := fs.Bool("allow-remote-upstream", false, "allow an upstream host that is not loopback (its traffic is plain HTTP)")
 	trustedProxies := newListFlag(fs, "trusted-proxies", "`CIDR` whose X-Forwarded-*/Forwarded headers are kept")
+	proxyProtocolFrom := newListFlag(fs, "proxy-protocol-from", "`CIDR` of load balancers that may send PROXY protocol v1/v2 (optional from them, refused from anyone else)")
 	upstreamTimeout := durationFlag(fs, "upstream-timeout", 60*time.Second, "longest wait for the upstream's response headers (and for a free connection to it) before answering 504")
 	upstreamWait := durationFlag(fs, "upstream-wait", 10*time.Second, "a request whose connection the app refuses (restarting) waits this long for it to listen again, then 502; 0 turns it off")
 	maxUpstreamConns := fs.Int("max-upstream-conns", proxy.DefaultMaxUpstreamConns, "most connections to the app at once; requests beyond wait for a free one within --upstream-timeout")
@@ -71,6 +72,10 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	trusted, err := proxy.ParsePrefixes(trustedProxies.values)
 	if err != nil {
 		return usageError{fmt.Errorf("invalid value for flag --trusted-proxies: %w", err)}
+	}
+	ppFrom, err := proxy.ParsePrefixes(proxyProtocolFrom.values)
+	if err != nil {
+		return usageError{fmt.Errorf("invalid value for flag --proxy-protocol-from: %w", err)}
 	}
 
 	reg := newRegistry()
@@ -131,6 +136,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 		WrapHTTP:              certMgr.HTTPHandler,
 		Names:                 certMgr.Names(),
 		TrustedProxies:        trusted,
+		ProxyProtocolFrom:     ppFrom,
 		UpstreamTimeout:       *upstreamTimeout,
 		UpstreamWait:          *upstreamWait,
 		MaxUpstreamConns:      *maxUpstreamConns,
