@@ -147,7 +147,8 @@ func metricsText(t *testing.T, admin string) string {
 
 // rawTLS dials outrider's HTTPS address from src, writes header first (a
 // PROXY line, or nothing), then speaks TLS and asks GET /echo over
-// HTTP/1.1. It returns what the app saw, or the error.
+// HTTP/1.1. It returns what the app saw, or the error (a status other
+// than 200 is one).
 func rawTLS(e *proxyEnv, src, header string) (echo, error) {
 	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 	raw, err := d.Dial("tcp", e.https)
@@ -169,6 +170,9 @@ func rawTLS(e *proxyEnv, src, header string) (echo, error) {
 		return echo{}, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return echo{}, fmt.Errorf("status %d", resp.StatusCode)
+	}
 	var got echo
 	return got, json.NewDecoder(resp.Body).Decode(&got)
 }

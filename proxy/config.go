@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -93,6 +94,22 @@ type Config struct {
 	// client gets 413 when no response has begun. If zero, bodies are
 	// unlimited.
 	MaxBodyBytes int64
+	// MaxInflight caps the requests at the app at once (a WebSocket or a
+	// stream holds its slot while open). Requests beyond it wait in a FIFO
+	// queue of at most 1024 for up to QueueTimeout, then get 503 with
+	// Retry-After. If zero, no cap.
+	MaxInflight int
+	// QueueTimeout is the longest wait for a MaxInflight slot. If zero, 10s.
+	QueueTimeout time.Duration
+	// RateLimit is the rate of requests allowed per client address (the
+	// connection's, after PROXY protocol; behind TrustedProxies the nearest
+	// untrusted X-Forwarded-For address; IPv6 by /64). Over it: 429 with
+	// Retry-After. The zero Rate turns it off.
+	RateLimit Rate
+	// RateBurst is how many requests a client may make at once before the
+	// rate applies. If zero, RateLimit.Count (100 for "100/m").
+	RateBurst int
+
 	// ShutdownTimeout is how long Serve waits for in-flight requests after
 	// its context is done. If zero, 30s.
 	ShutdownTimeout time.Duration
@@ -162,6 +179,10 @@ func (c Config) withDefaults() Config {
 	def(&c.IdleTimeout, 5*time.Minute)
 	def(&c.ReadHeaderTimeout, 10*time.Second)
 	def(&c.ShutdownTimeout, 30*time.Second)
+	def(&c.QueueTimeout, 10*time.Second)
+	if c.RateBurst == 0 {
+		c.RateBurst = max(1, int(math.Round(c.RateLimit.Count)))
+	}
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 64 << 10
 	}
@@ -191,7 +212,7 @@ func (c Config) Validate() error {
 		v    time.Duration
 	}{{"upstream timeout", c.UpstreamTimeout}, {"dial timeout", c.DialTimeout}, {"idle timeout", c.IdleTimeout},
 		{"read header timeout", c.ReadHeaderTimeout}, {"shutdown timeout", c.ShutdownTimeout}, {"hsts", c.HSTS},
-		{"upstream wait", c.UpstreamWait}} {
+		{"upstream wait", c.UpstreamWait}, {"queue timeout", c.QueueTimeout}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.v))
 		}
@@ -201,6 +222,15 @@ func (c Config) Validate() error {
 	}
 	if c.MaxUpstreamConns < 0 {
 		errs = append(errs, fmt.Errorf("max upstream conns %d is negative", c.MaxUpstreamConns))
+	}
+	if c.MaxInflight < 0 {
+		errs = append(errs, fmt.Errorf("max inflight %d is negative", c.MaxInflight))
+	}
+	if c.RateBurst < 0 {
+		errs = append(errs, fmt.Errorf("rate burst %d is negative", c.RateBurst))
+	}
+	if c.RateLimit.PerSecond < 0 || math.IsNaN(c.RateLimit.PerSecond) {
+		errs = append(errs, fmt.Errorf("rate limit %v is negative", c.RateLimit.PerSecond))
 	}
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, fmt.Errorf("max body bytes %d is negative", c.MaxBodyBytes))

@@ -25,6 +25,7 @@ type handler struct {
 	log        *slog.Logger
 	hsts       string         // Strict-Transport-Security value, or ""
 	errorPages map[int][]byte // --error-pages, by status code
+	shield     *shield        // limits and the like (shield.go); nil when all are off
 
 	// watch cuts stalled response writes while Serve runs; without it each
 	// write arms its own deadline. See respWriter.
@@ -38,6 +39,7 @@ func newHandler(cfg Config, up *Upstream, m *metrics, pages map[int][]byte) *han
 	}
 	h.pool = newPool(up.Network, up.Address, cfg.DialTimeout, cfg.MaxUpstreamConns, cfg.UpstreamWait, cfg.Logger, m)
 	m.watchPool(h.pool)
+	h.shield = newShield(h, cfg, m)
 	return h
 }
 
@@ -100,6 +102,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if max := h.cfg.MaxBodyBytes; max > 0 && r.ContentLength > max {
 		h.writeError(rw, http.StatusRequestEntityTooLarge)
+		return
+	}
+	if h.shield != nil {
+		h.shield.forward(rw, r, host, target)
 		return
 	}
 	h.forward(rw, r, host, target)

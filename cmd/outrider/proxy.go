@@ -36,6 +36,10 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	upstreamTimeout := durationFlag(fs, "upstream-timeout", 60*time.Second, "longest wait for the upstream's response headers (and for a free connection to it) before answering 504")
 	upstreamWait := durationFlag(fs, "upstream-wait", 10*time.Second, "a request whose connection the app refuses (restarting) waits this long for it to listen again, then 502; 0 turns it off")
 	maxUpstreamConns := fs.Int("max-upstream-conns", proxy.DefaultMaxUpstreamConns, "most connections to the app at once; requests beyond wait for a free one within --upstream-timeout")
+	maxInflight := fs.Int("max-inflight", 0, "most requests at the app at once; the rest queue for --queue-timeout, then 503; 0: no cap")
+	queueTimeout := durationFlag(fs, "queue-timeout", 10*time.Second, "longest wait for a --max-inflight slot before 503 with Retry-After")
+	rateLimit := fs.String("rate-limit", "", "requests per client address, `RATE` such as 100/s or 600/m; over it 429 with Retry-After; empty: off")
+	rateBurst := fs.Int("rate-burst", 0, "requests a client may make at once before --rate-limit applies; 0: the RATE's number")
 	keepUnderscore := fs.Bool("keep-underscore-headers", false, "forward request header names that contain _ (dropped by default: CGI, PHP and WSGI read X_Real_IP as X-Real-IP)")
 	errorPages := fs.String("error-pages", "", "`directory` with 502.html, 503.html, 504.html served instead of the bare status text")
 	idleTimeout := durationFlag(fs, "idle-timeout", 5*time.Minute, "close a connection, body, WebSocket or stream silent this long in both directions")
@@ -72,6 +76,10 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	trusted, err := proxy.ParsePrefixes(trustedProxies.values)
 	if err != nil {
 		return usageError{fmt.Errorf("invalid value for flag --trusted-proxies: %w", err)}
+	}
+	limits, err := limitFlags(fs, *maxInflight, *queueTimeout, *rateLimit, *rateBurst)
+	if err != nil {
+		return usageError{err}
 	}
 	ppFrom, err := proxy.ParsePrefixes(proxyProtocolFrom.values)
 	if err != nil {
@@ -145,6 +153,10 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 		IdleTimeout:           *idleTimeout,
 		ReadHeaderTimeout:     *headerTimeout,
 		MaxBodyBytes:          *maxBody,
+		MaxInflight:           limits.MaxInflight,
+		QueueTimeout:          limits.QueueTimeout,
+		RateLimit:             limits.RateLimit,
+		RateBurst:             limits.RateBurst,
 		ShutdownTimeout:       *shutdownTimeout,
 		HSTS:                  time.Duration(*hsts) * time.Second,
 		Rewrites:              rw,

@@ -17,6 +17,17 @@ func TestShieldFlagErrors(t *testing.T) {
 	}{
 		{[]string{"--proxy-protocol-from", "10.0.0.0/33"}, `--proxy-protocol-from: invalid CIDR "10.0.0.0/33"`},
 		{[]string{"--proxy-protocol-from", "lb.example"}, `invalid CIDR "lb.example"`},
+		{[]string{"--max-inflight", "-1"}, `invalid value "-1" for flag --max-inflight`},
+		{[]string{"--max-inflight", "many"}, `invalid value "many" for flag --max-inflight: want a whole number`},
+		{[]string{"--max-inflight", "4", "--queue-timeout", "0"}, `invalid value "0s" for flag --queue-timeout: must be positive`},
+		{[]string{"--queue-timeout", "soon"}, `invalid value "soon" for flag --queue-timeout`},
+		{[]string{"--queue-timeout", "5s"}, "--queue-timeout needs --max-inflight"},
+		{[]string{"--rate-limit", "fast"}, `invalid rate "fast"`},
+		{[]string{"--rate-limit", "10/h"}, `invalid rate "10/h"`},
+		{[]string{"--rate-limit", "-5/s"}, `invalid rate "-5/s"`},
+		{[]string{"--rate-limit", "0"}, `invalid rate "0"`},
+		{[]string{"--rate-limit", "10/s", "--rate-burst", "-2"}, `invalid value "-2" for flag --rate-burst`},
+		{[]string{"--rate-burst", "5"}, "--rate-burst needs --rate-limit"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

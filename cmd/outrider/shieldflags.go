@@ -1,0 +1,40 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/outrider-dev/outrider/proxy"
+)
+
+// limitFlags checks --max-inflight, --queue-timeout, --rate-limit and
+// --rate-burst and returns them as the proxy.Config fields they fill.
+func limitFlags(fs *flagSet, maxInflight int, queueTimeout time.Duration, rate string, burst int) (proxy.Config, error) {
+	var cfg proxy.Config
+	if maxInflight < 0 {
+		return cfg, fmt.Errorf("invalid value \"%d\" for flag --max-inflight: want 0 (no cap) or more", maxInflight)
+	}
+	if queueTimeout == 0 {
+		return cfg, errors.New(`invalid value "0s" for flag --queue-timeout: must be positive`)
+	}
+	if fs.isSet("queue-timeout") && maxInflight == 0 {
+		return cfg, errors.New("--queue-timeout needs --max-inflight: there is no queue without a cap")
+	}
+	cfg.MaxInflight, cfg.QueueTimeout = maxInflight, queueTimeout
+	if burst < 0 {
+		return cfg, fmt.Errorf("invalid value \"%d\" for flag --rate-burst: want 1 or more (0: the rate's number)", burst)
+	}
+	if rate == "" {
+		if fs.isSet("rate-burst") {
+			return cfg, errors.New("--rate-burst needs --rate-limit")
+		}
+		return cfg, nil
+	}
+	r, err := proxy.ParseRate(rate)
+	if err != nil {
+		return cfg, fmt.Errorf("invalid value for flag --rate-limit: %w", err)
+	}
+	cfg.RateLimit, cfg.RateBurst = r, burst
+	return cfg, nil
+}

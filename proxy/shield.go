@@ -1,0 +1,110 @@
+package proxy
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// shield is what stands between a request that passed the handler's own
+// checks and the app, for the protections that are off by default: rate
+// limits and the inflight cap (limits.go). The handler holds a nil
+// *shield when all of them are off, and then pays one nil check.
+type shield struct {
+	h        *handler
+	rate     *rateLimiter
+	inflight *inflight
+
+	shed [4]prometheus.Counter // by shedIndex
+}
+
+var shedReasons = [...]string{shedRate, shedQueueFull, shedQueueTimeout, shedCanceled}
+
+func shedIndex(reason string) int {
+	for i, r := range shedReasons {
+		if r == reason {
+			return i
+		}
+	}
+	panic("proxy: unknown shed reason " + reason)
+}
+
+// newShield returns nil when every protection is off.
+func newShield(h *handler, cfg Config, m *metrics) *shield {
+	if cfg.MaxInflight == 0 && cfg.RateLimit.PerSecond == 0 {
+		return nil
+	}
+	s := &shield{h: h}
+	const ns, sub = "outrider", "proxy"
+	shed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "shed_requests_total",
+		Help: "Requests refused before the app by reason: rate_limit (429), queue_full and queue_timeout (503), canceled (the client left while queued).",
+	}, []string{"reason"})
+	for i, r := range shedReasons {
+		s.shed[i] = shed.WithLabelValues(r)
+	}
+	cs := []prometheus.Collector{shed}
+	if cfg.RateLimit.PerSecond > 0 {
+		evictions := prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "rate_limit_evictions_total",
+			Help: "Clients still within their rate window forgotten to make room in the rate-limit table; each is then treated as new.",
+		})
+		epoch := time.Now()
+		s.rate = newRateLimiter(cfg.RateLimit.PerSecond, cfg.RateBurst, func() int64 { return int64(time.Since(epoch)) }, evictions.Inc)
+		cs = append(cs, evictions, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "rate_limit_clients",
+			Help: "Client addresses the rate limiter now holds state for (at most 65536).",
+		}, func() float64 { return float64(s.rate.clients()) }))
+	}
+	if cfg.MaxInflight > 0 {
+		s.inflight = newInflight(cfg.MaxInflight, cfg.QueueTimeout)
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "inflight_requests",
+			Help: "Requests now at the app under --max-inflight.",
+		}, func() float64 { return float64(len(s.inflight.slots)) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "queued_requests",
+			Help: "Requests now waiting for a --max-inflight slot.",
+		}, func() float64 { return float64(s.inflight.waiting.Load()) }))
+	}
+	if m.reg != nil {
+		m.reg.MustRegister(cs...)
+	}
+	return s
+}
+
+// forward applies the protections, then forwards the request.
+func (s *shield) forward(rw *respWriter, r *http.Request, host, target string) {
+	h := s.h
+	if s.rate != nil {
+		if ok, wait := s.rate.allow(rateKey(r, h.cfg.TrustedProxies)); !ok {
+			s.refuse(rw, r, shedRate, wait)
+			return
+		}
+	}
+	if s.inflight != nil {
+		if reason := s.inflight.acquire(r.Context()); reason != "" {
+			s.refuse(rw, r, reason, time.Second)
+			return
+		}
+		defer s.inflight.release()
+	}
+	h.forward(rw, r, host, target)
+}
+
+// refuse answers a shed request: 429 over the rate, 503 when the app is
+// full, both with Retry-After; nothing for a client that has left.
+func (s *shield) refuse(rw *respWriter, r *http.Request, reason string, wait time.Duration) {
+	s.shed[shedIndex(reason)].Inc()
+	if reason == shedCanceled {
+		rw.upstreamErr = reasonCanceled
+		return
+	}
+	s.h.log.Debug("request shed", "reason", reason, "method", r.Method, "path", r.URL.Path, "remote_addr", r.RemoteAddr)
+	code := http.StatusServiceUnavailable
+	if reason == shedRate {
+		code = http.StatusTooManyRequests
+	}
+	rw.Header()["Retry-After"] = []string{retryAfter(wait)}
+	s.h.writeError(rw, code)
+}
