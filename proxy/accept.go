@@ -61,6 +61,9 @@ func (s *Server) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, q
 	if err := tc.HandshakeContext(ctx); err != nil {
 		s.metrics.handshakeErr.Inc()
 		s.cfg.Logger.Debug("tls handshake failed", "remote_addr", raw.RemoteAddr().String(), "err", err)
+		if s.trust != nil {
+			s.trust.logRefusal(raw.RemoteAddr().String(), err)
+		}
 		raw.Close()
 		return
 	}

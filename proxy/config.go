@@ -94,6 +94,21 @@ type Config struct {
 	// client gets 413 when no response has begun. If zero, bodies are
 	// unlimited.
 	MaxBodyBytes int64
+	// ClientCAFile is a PEM bundle of the CAs whose client certificates are
+	// accepted; reloaded when it changes. Empty: no client certificates
+	// are asked for.
+	ClientCAFile string
+	// ClientAuth is ClientAuthRequire (the default) or ClientAuthOptional.
+	ClientAuth string
+	// AllowClients are rules a verified client certificate must match one
+	// of: "cn=NAME", "dns=NAME", "ou=UNIT", "uri=URI" (a trailing "*"
+	// matches by prefix). If empty, any certificate that verifies is
+	// admitted.
+	AllowClients []string
+	// ClientCRLFile is a CRL (PEM or DER, signed by a ClientCAFile CA);
+	// reloaded when it changes.
+	ClientCRLFile string
+
 	// MaxInflight caps the requests at the app at once (a WebSocket or a
 	// stream holds its slot while open). Requests beyond it wait in a FIFO
 	// queue of at most 1024 for up to QueueTimeout, then get 503 with
@@ -222,6 +237,26 @@ func (c Config) Validate() error {
 	}
 	if c.MaxUpstreamConns < 0 {
 		errs = append(errs, fmt.Errorf("max upstream conns %d is negative", c.MaxUpstreamConns))
+	}
+	if c.ClientCAFile == "" {
+		switch {
+		case c.ClientAuth != "":
+			errs = append(errs, errors.New("--client-auth needs --client-ca"))
+		case len(c.AllowClients) > 0:
+			errs = append(errs, errors.New("--allow-client needs --client-ca"))
+		case c.ClientCRLFile != "":
+			errs = append(errs, errors.New("--client-crl needs --client-ca"))
+		}
+	}
+	switch c.ClientAuth {
+	case "", ClientAuthRequire, ClientAuthOptional:
+	default:
+		errs = append(errs, fmt.Errorf("invalid --client-auth %q: want require or optional", c.ClientAuth))
+	}
+	for _, r := range c.AllowClients {
+		if _, err := parseClientRule(r); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.MaxInflight < 0 {
 		errs = append(errs, fmt.Errorf("max inflight %d is negative", c.MaxInflight))

@@ -39,7 +39,6 @@ func newHandler(cfg Config, up *Upstream, m *metrics, pages map[int][]byte) *han
 	}
 	h.pool = newPool(up.Network, up.Address, cfg.DialTimeout, cfg.MaxUpstreamConns, cfg.UpstreamWait, cfg.Logger, m)
 	m.watchPool(h.pool)
-	h.shield = newShield(h, cfg, m)
 	return h
 }
 
@@ -261,6 +260,8 @@ type connInfo struct {
 	conn net.Conn
 	h1   *h1Conn              // the HTTP/1 connection; nil for HTTP/2
 	tls  *tls.ConnectionState // for HTTP/1, where net/http leaves r.TLS nil
+
+	ident atomic.Pointer[clientIdentity] // the client certificate's, worked out at its first request
 
 	mu          sync.Mutex
 	windowStart time.Time

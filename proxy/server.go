@@ -24,7 +24,8 @@ type Server struct {
 	up      *Upstream
 	metrics *metrics
 	handler *handler
-	pp      *ppGate // nil: no PROXY protocol
+	pp      *ppGate      // nil: no PROXY protocol
+	trust   *clientTrust // nil: no client certificates
 
 	httpsLn, httpLn net.Listener
 }
@@ -40,8 +41,14 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	trust, err := newClientTrust(cfg)
+	if err != nil {
+		return nil, err
+	}
 	m := newMetrics(cfg.Registerer)
-	return &Server{cfg: cfg, up: up, metrics: m, handler: newHandler(cfg, up, m, pages),
+	h := newHandler(cfg, up, m, pages)
+	h.shield = newShield(h, cfg, m, trust)
+	return &Server{cfg: cfg, up: up, metrics: m, handler: h, trust: trust,
 		pp: newPPGate(cfg.ProxyProtocolFrom, cfg.ReadHeaderTimeout, m)}, nil
 }
 
@@ -91,6 +98,15 @@ func (s *Server) CheckUpstream(ctx context.Context) error {
 	return c.Close()
 }
 
+// Reload re-reads the files the server holds itself (the client CA bundle
+// and CRL); on failure the previous ones stay in force.
+func (s *Server) Reload(ctx context.Context) error {
+	if s.trust == nil {
+		return nil
+	}
+	return s.trust.reload(ctx)
+}
+
 // Handler returns the proxying handler, for tests and benchmarks.
 func (s *Server) Handler() http.Handler { return s.handler }
 
@@ -105,6 +121,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	tlsCfg := tlsConfig(s.cfg.GetCertificate, s.cfg.NextProtos, func(tls.ConnectionState) {
 		s.metrics.handshakeOK.Inc()
 	})
+	if s.trust != nil {
+		s.trust.configure(tlsCfg)
+	}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
@@ -179,6 +198,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	conns := newConnQueue(s.httpsLn.Addr())
 	g.Go(func() error { return ignoreClosed(https.Serve(conns)) })
 	g.Go(func() error { return s.acceptTLS(gctx, s.httpsLn, tlsCfg, conns) })
+	if s.trust != nil {
+		g.Go(func() error { return s.trust.run(gctx) })
+	}
 	if redirect != nil {
 		g.Go(func() error { return ignoreClosed(redirect.Serve(s.httpLn)) })
 	}

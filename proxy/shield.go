@@ -13,6 +13,7 @@ import (
 // *shield when all of them are off, and then pays one nil check.
 type shield struct {
 	h        *handler
+	trust    *clientTrust
 	rate     *rateLimiter
 	inflight *inflight
 
@@ -31,11 +32,11 @@ func shedIndex(reason string) int {
 }
 
 // newShield returns nil when every protection is off.
-func newShield(h *handler, cfg Config, m *metrics) *shield {
-	if cfg.MaxInflight == 0 && cfg.RateLimit.PerSecond == 0 {
+func newShield(h *handler, cfg Config, m *metrics, trust *clientTrust) *shield {
+	if cfg.MaxInflight == 0 && cfg.RateLimit.PerSecond == 0 && trust == nil {
 		return nil
 	}
-	s := &shield{h: h}
+	s := &shield{h: h, trust: trust}
 	const ns, sub = "outrider", "proxy"
 	shed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Subsystem: sub, Name: "shed_requests_total",
@@ -76,6 +77,10 @@ func newShield(h *handler, cfg Config, m *metrics) *shield {
 // forward applies the protections, then forwards the request.
 func (s *shield) forward(rw *respWriter, r *http.Request, host, target string) {
 	h := s.h
+	if s.trust != nil && !s.trust.admit(rw, r) {
+		h.writeError(rw, http.StatusForbidden)
+		return
+	}
 	if s.rate != nil {
 		if ok, wait := s.rate.allow(rateKey(r, h.cfg.TrustedProxies)); !ok {
 			s.refuse(rw, r, shedRate, wait)

@@ -36,6 +36,10 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	upstreamTimeout := durationFlag(fs, "upstream-timeout", 60*time.Second, "longest wait for the upstream's response headers (and for a free connection to it) before answering 504")
 	upstreamWait := durationFlag(fs, "upstream-wait", 10*time.Second, "a request whose connection the app refuses (restarting) waits this long for it to listen again, then 502; 0 turns it off")
 	maxUpstreamConns := fs.Int("max-upstream-conns", proxy.DefaultMaxUpstreamConns, "most connections to the app at once; requests beyond wait for a free one within --upstream-timeout")
+	clientCA := fs.String("client-ca", "", "PEM `file` of CAs whose client certificates are accepted (reloaded when it changes); turns client certificates on")
+	clientAuth := fs.String("client-auth", proxy.ClientAuthRequire, "with --client-ca: require (every client) or optional (checked when presented)")
+	allowClient := newListFlag(fs, "allow-client", "`rule` a client certificate must match one of: cn=NAME, dns=NAME, ou=UNIT, uri=URI (trailing * for a prefix)")
+	clientCRL := fs.String("client-crl", "", "CRL `file` (PEM or DER) for --client-ca certificates; reloaded when it changes")
 	maxInflight := fs.Int("max-inflight", 0, "most requests at the app at once; the rest queue for --queue-timeout, then 503; 0: no cap")
 	queueTimeout := durationFlag(fs, "queue-timeout", 10*time.Second, "longest wait for a --max-inflight slot before 503 with Retry-After")
 	rateLimit := fs.String("rate-limit", "", "requests per client address, `RATE` such as 100/s or 600/m; over it 429 with Retry-After; empty: off")
@@ -116,6 +120,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 		if sandboxed, err = proxySandbox(cf, csf, *topTokenFile, *withTop); err != nil {
 			return usageError{err}
 		}
+		sandboxed.addWatchedFiles(*clientCA, *clientCRL)
 	}
 	if *withTop {
 		if top, err = newProxyTop(log, *topTokenFile); err != nil {
@@ -145,6 +150,10 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 		Names:                 certMgr.Names(),
 		TrustedProxies:        trusted,
 		ProxyProtocolFrom:     ppFrom,
+		ClientCAFile:          *clientCA,
+		ClientAuth:            flagIfSet(fs, "client-auth", *clientAuth),
+		AllowClients:          allowClient.values,
+		ClientCRLFile:         *clientCRL,
 		UpstreamTimeout:       *upstreamTimeout,
 		UpstreamWait:          *upstreamWait,
 		MaxUpstreamConns:      *maxUpstreamConns,
@@ -191,7 +200,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 
 	services := []service{
 		{name: "certs", run: certMgr.Run, reload: certMgr.Reload},
-		{name: "proxy", run: srv.Serve},
+		{name: "proxy", run: srv.Serve, reload: srv.Reload},
 	}
 	if top != nil {
 		services = append(services, top.mount(adm))

@@ -28,6 +28,14 @@ func TestShieldFlagErrors(t *testing.T) {
 		{[]string{"--rate-limit", "0"}, `invalid rate "0"`},
 		{[]string{"--rate-limit", "10/s", "--rate-burst", "-2"}, `invalid value "-2" for flag --rate-burst`},
 		{[]string{"--rate-burst", "5"}, "--rate-burst needs --rate-limit"},
+		{[]string{"--client-auth", "optional"}, "--client-auth needs --client-ca"},
+		{[]string{"--allow-client", "cn=alice"}, "--allow-client needs --client-ca"},
+		{[]string{"--client-crl", "/x.crl"}, "--client-crl needs --client-ca"},
+		{[]string{"--client-ca", "/nonexistent/ca.pem"}, "reading --client-ca: open /nonexistent/ca.pem"},
+		{[]string{"--client-ca", "shield_test.go"}, "--client-ca shield_test.go: no PEM certificate in it"},
+		{[]string{"--client-ca", "shield_test.go", "--client-auth", "maybe"}, `invalid --client-auth "maybe": want require or optional`},
+		{[]string{"--client-ca", "shield_test.go", "--allow-client", "name=alice"}, `invalid --allow-client "name=alice"`},
+		{[]string{"--client-ca", "shield_test.go", "--allow-client", "uri=/relative*"}, `invalid --allow-client "uri=/relative*": the uri must be absolute`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -38,3 +38,12 @@ func limitFlags(fs *flagSet, maxInflight int, queueTimeout time.Duration, rate s
 	cfg.RateLimit, cfg.RateBurst = r, burst
 	return cfg, nil
 }
+
+// flagIfSet returns v when the flag was given, else "": a default shown in
+// -h (such as --client-auth require) that only applies with another flag.
+func flagIfSet(fs *flagSet, name, v string) string {
+	if fs.isSet(name) {
+		return v
+	}
+	return ""
+}
