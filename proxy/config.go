@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http/httpguts"
 )
 
 // Config configures a Server. Listen, Upstream and GetCertificate are
@@ -109,6 +110,17 @@ type Config struct {
 	// reloaded when it changes.
 	ClientCRLFile string
 
+	// AuthURL is a forward-auth service (nginx's auth_request) asked
+	// about every request before the app; see forwardauth.go. Empty: off.
+	AuthURL string
+	// AuthCopyHeaders are the headers copied from the auth service's 2xx
+	// answer to the app's request; the client's own under these names are
+	// always removed.
+	AuthCopyHeaders []string
+	// AuthTimeout bounds one forward-auth check; past it the client gets
+	// 503. If zero, 10s.
+	AuthTimeout time.Duration
+
 	// MaxInflight caps the requests at the app at once (a WebSocket or a
 	// stream holds its slot while open). Requests beyond it wait in a FIFO
 	// queue of at most 1024 for up to QueueTimeout, then get 503 with
@@ -195,6 +207,7 @@ func (c Config) withDefaults() Config {
 	def(&c.ReadHeaderTimeout, 10*time.Second)
 	def(&c.ShutdownTimeout, 30*time.Second)
 	def(&c.QueueTimeout, 10*time.Second)
+	def(&c.AuthTimeout, 10*time.Second)
 	if c.RateBurst == 0 {
 		c.RateBurst = max(1, int(math.Round(c.RateLimit.Count)))
 	}
@@ -227,7 +240,7 @@ func (c Config) Validate() error {
 		v    time.Duration
 	}{{"upstream timeout", c.UpstreamTimeout}, {"dial timeout", c.DialTimeout}, {"idle timeout", c.IdleTimeout},
 		{"read header timeout", c.ReadHeaderTimeout}, {"shutdown timeout", c.ShutdownTimeout}, {"hsts", c.HSTS},
-		{"upstream wait", c.UpstreamWait}, {"queue timeout", c.QueueTimeout}} {
+		{"upstream wait", c.UpstreamWait}, {"queue timeout", c.QueueTimeout}, {"auth timeout", c.AuthTimeout}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.v))
 		}
@@ -256,6 +269,18 @@ func (c Config) Validate() error {
 	for _, r := range c.AllowClients {
 		if _, err := parseClientRule(r); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if c.AuthURL != "" {
+		if _, err := ParseAuthURL(c.AuthURL); err != nil {
+			errs = append(errs, err)
+		}
+	} else if len(c.AuthCopyHeaders) > 0 {
+		errs = append(errs, errors.New("--auth-copy-headers needs --auth-url"))
+	}
+	for _, k := range c.AuthCopyHeaders {
+		if !httpguts.ValidHeaderFieldName(k) {
+			errs = append(errs, fmt.Errorf("invalid --auth-copy-headers name %q: want a header name such as X-User", k))
 		}
 	}
 	if c.MaxInflight < 0 {

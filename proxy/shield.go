@@ -14,6 +14,7 @@ import (
 type shield struct {
 	h        *handler
 	trust    *clientTrust
+	auth     *forwardAuth
 	rate     *rateLimiter
 	inflight *inflight
 
@@ -33,10 +34,10 @@ func shedIndex(reason string) int {
 
 // newShield returns nil when every protection is off.
 func newShield(h *handler, cfg Config, m *metrics, trust *clientTrust) *shield {
-	if cfg.MaxInflight == 0 && cfg.RateLimit.PerSecond == 0 && trust == nil {
+	if cfg.MaxInflight == 0 && cfg.RateLimit.PerSecond == 0 && trust == nil && cfg.AuthURL == "" {
 		return nil
 	}
-	s := &shield{h: h, trust: trust}
+	s := &shield{h: h, trust: trust, auth: newForwardAuth(h, cfg)}
 	const ns, sub = "outrider", "proxy"
 	shed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Subsystem: sub, Name: "shed_requests_total",
@@ -86,6 +87,9 @@ func (s *shield) forward(rw *respWriter, r *http.Request, host, target string) {
 			s.refuse(rw, r, shedRate, wait)
 			return
 		}
+	}
+	if s.auth != nil && !s.auth.check(rw, r, host) {
+		return
 	}
 	if s.inflight != nil {
 		if reason := s.inflight.acquire(r.Context()); reason != "" {

@@ -40,6 +40,8 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	clientAuth := fs.String("client-auth", proxy.ClientAuthRequire, "with --client-ca: require (every client) or optional (checked when presented)")
 	allowClient := newListFlag(fs, "allow-client", "`rule` a client certificate must match one of: cn=NAME, dns=NAME, ou=UNIT, uri=URI (trailing * for a prefix)")
 	clientCRL := fs.String("client-crl", "", "CRL `file` (PEM or DER) for --client-ca certificates; reloaded when it changes")
+	authURL := fs.String("auth-url", "", "forward-auth service `URL` asked about every request first (nginx auth_request): 2xx admits, 401/403/3xx go back to the client, else 503")
+	authCopy := newListFlag(fs, "auth-copy-headers", "`header` copied from the auth service's 2xx answer to the app (the client's own under that name removed), e.g. X-User,X-Email")
 	maxInflight := fs.Int("max-inflight", 0, "most requests at the app at once; the rest queue for --queue-timeout, then 503; 0: no cap")
 	queueTimeout := durationFlag(fs, "queue-timeout", 10*time.Second, "longest wait for a --max-inflight slot before 503 with Retry-After")
 	rateLimit := fs.String("rate-limit", "", "requests per client address, `RATE` such as 100/s or 600/m; over it 429 with Retry-After; empty: off")
@@ -154,6 +156,8 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 		ClientAuth:            flagIfSet(fs, "client-auth", *clientAuth),
 		AllowClients:          allowClient.values,
 		ClientCRLFile:         *clientCRL,
+		AuthURL:               *authURL,
+		AuthCopyHeaders:       authCopy.values,
 		UpstreamTimeout:       *upstreamTimeout,
 		UpstreamWait:          *upstreamWait,
 		MaxUpstreamConns:      *maxUpstreamConns,
