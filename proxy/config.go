@@ -121,6 +121,14 @@ type Config struct {
 	// 503. If zero, 10s.
 	AuthTimeout time.Duration
 
+	// BufferRequests, when positive, is the largest request body read
+	// whole from the client before the app is contacted (see buffer.go);
+	// larger ones stream. Zero: every body streams.
+	BufferRequests int64
+	// BufferMemory is how much of a buffered body is held in memory; the
+	// rest goes to an unlinked file in $TMPDIR. If zero, 1 MiB.
+	BufferMemory int64
+
 	// MaxInflight caps the requests at the app at once (a WebSocket or a
 	// stream holds its slot while open). Requests beyond it wait in a FIFO
 	// queue of at most 1024 for up to QueueTimeout, then get 503 with
@@ -208,6 +216,9 @@ func (c Config) withDefaults() Config {
 	def(&c.ShutdownTimeout, 30*time.Second)
 	def(&c.QueueTimeout, 10*time.Second)
 	def(&c.AuthTimeout, 10*time.Second)
+	if c.BufferMemory == 0 {
+		c.BufferMemory = 1 << 20
+	}
 	if c.RateBurst == 0 {
 		c.RateBurst = max(1, int(math.Round(c.RateLimit.Count)))
 	}
@@ -282,6 +293,9 @@ func (c Config) Validate() error {
 		if !httpguts.ValidHeaderFieldName(k) {
 			errs = append(errs, fmt.Errorf("invalid --auth-copy-headers name %q: want a header name such as X-User", k))
 		}
+	}
+	if c.BufferRequests < 0 || c.BufferMemory < 0 {
+		errs = append(errs, fmt.Errorf("buffer sizes %d, %d: negative", c.BufferRequests, c.BufferMemory))
 	}
 	if c.MaxInflight < 0 {
 		errs = append(errs, fmt.Errorf("max inflight %d is negative", c.MaxInflight))

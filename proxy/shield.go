@@ -15,6 +15,7 @@ type shield struct {
 	h        *handler
 	trust    *clientTrust
 	auth     *forwardAuth
+	buffer   *requestBuffer
 	rate     *rateLimiter
 	inflight *inflight
 
@@ -34,10 +35,10 @@ func shedIndex(reason string) int {
 
 // newShield returns nil when every protection is off.
 func newShield(h *handler, cfg Config, m *metrics, trust *clientTrust) *shield {
-	if cfg.MaxInflight == 0 && cfg.RateLimit.PerSecond == 0 && trust == nil && cfg.AuthURL == "" {
+	if cfg.MaxInflight == 0 && cfg.RateLimit.PerSecond == 0 && trust == nil && cfg.AuthURL == "" && cfg.BufferRequests == 0 {
 		return nil
 	}
-	s := &shield{h: h, trust: trust, auth: newForwardAuth(h, cfg)}
+	s := &shield{h: h, trust: trust, auth: newForwardAuth(h, cfg), buffer: newRequestBuffer(h, cfg)}
 	const ns, sub = "outrider", "proxy"
 	shed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Subsystem: sub, Name: "shed_requests_total",
@@ -90,6 +91,13 @@ func (s *shield) forward(rw *respWriter, r *http.Request, host, target string) {
 	}
 	if s.auth != nil && !s.auth.check(rw, r, host) {
 		return
+	}
+	if s.buffer != nil {
+		ok, done := s.buffer.read(rw, r)
+		if !ok {
+			return
+		}
+		defer done()
 	}
 	if s.inflight != nil {
 		if reason := s.inflight.acquire(r.Context()); reason != "" {

@@ -42,6 +42,8 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	clientCRL := fs.String("client-crl", "", "CRL `file` (PEM or DER) for --client-ca certificates; reloaded when it changes")
 	authURL := fs.String("auth-url", "", "forward-auth service `URL` asked about every request first (nginx auth_request): 2xx admits, 401/403/3xx go back to the client, else 503")
 	authCopy := newListFlag(fs, "auth-copy-headers", "`header` copied from the auth service's 2xx answer to the app (the client's own under that name removed), e.g. X-User,X-Email")
+	bufferRequests := sizeVar(fs, "buffer-requests", 0, "read request bodies up to this size whole before the app sees them (slow uploads do not hold its workers); 0: stream")
+	bufferMemory := sizeVar(fs, "buffer-memory", 1<<20, "of a --buffer-requests body, how much is held in memory; the rest spills to a file in $TMPDIR")
 	maxInflight := fs.Int("max-inflight", 0, "most requests at the app at once; the rest queue for --queue-timeout, then 503; 0: no cap")
 	queueTimeout := durationFlag(fs, "queue-timeout", 10*time.Second, "longest wait for a --max-inflight slot before 503 with Retry-After")
 	rateLimit := fs.String("rate-limit", "", "requests per client address, `RATE` such as 100/s or 600/m; over it 429 with Retry-After; empty: off")
@@ -82,6 +84,9 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	trusted, err := proxy.ParsePrefixes(trustedProxies.values)
 	if err != nil {
 		return usageError{fmt.Errorf("invalid value for flag --trusted-proxies: %w", err)}
+	}
+	if fs.isSet("buffer-memory") && *bufferRequests == 0 {
+		return usageError{errors.New("--buffer-memory needs --buffer-requests")}
 	}
 	limits, err := limitFlags(fs, *maxInflight, *queueTimeout, *rateLimit, *rateBurst)
 	if err != nil {
@@ -158,6 +163,8 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 		ClientCRLFile:         *clientCRL,
 		AuthURL:               *authURL,
 		AuthCopyHeaders:       authCopy.values,
+		BufferRequests:        *bufferRequests,
+		BufferMemory:          *bufferMemory,
 		UpstreamTimeout:       *upstreamTimeout,
 		UpstreamWait:          *upstreamWait,
 		MaxUpstreamConns:      *maxUpstreamConns,

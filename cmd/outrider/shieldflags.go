@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/outrider-dev/outrider/proxy"
@@ -47,3 +48,30 @@ func flagIfSet(fs *flagSet, name, v string) string {
 	}
 	return ""
 }
+
+// sizeFlag is a size in bytes with an optional k, m or g suffix.
+type sizeFlag struct{ n *int64 }
+
+func sizeVar(fs *flagSet, name string, def int64, usage string) *int64 {
+	n := &def
+	fs.Var(&sizeFlag{n}, name, usage)
+	return n
+}
+
+func (s *sizeFlag) String() string {
+	if s == nil || s.n == nil {
+		return ""
+	}
+	return strconv.FormatInt(*s.n, 10)
+}
+
+func (s *sizeFlag) Set(v string) error {
+	n, err := proxy.ParseSize(v)
+	if err != nil {
+		return errors.New(s.want())
+	}
+	*s.n = n
+	return nil
+}
+
+func (s *sizeFlag) want() string { return "want bytes, or a number with k, m or g (such as 64k or 10MiB)" }
