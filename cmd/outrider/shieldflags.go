@@ -74,4 +74,6 @@ func (s *sizeFlag) Set(v string) error {
 	return nil
 }
 
-func (s *sizeFlag) want() string { return "want bytes, or a number with k, m or g (such as 64k or 10MiB)" }
+func (s *sizeFlag) want() string {
+	return "want bytes, or a number with k, m or g (such as 64k or 10MiB)"
+}
