@@ -78,7 +78,8 @@ func TestShieldMetricsLint(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	cfg := Config{ClientCAFile: caFile, MaxInflight: 1, RateLimit: Rate{PerSecond: 1, Count: 1}, AuthURL: "http://127.0.0.1:1/", Registerer: reg}.withDefaults()
+	cfg := Config{ClientCAFile: caFile, MaxInflight: 1, RateLimit: Rate{PerSecond: 1, Count: 1}, AuthURL: "http://127.0.0.1:1/",
+		BufferRequests: 1 << 20, Compress: []string{"gzip", "zstd"}, Registerer: reg}.withDefaults()
 	trust, err := newClientTrust(cfg)
 	if err != nil {
 		t.Fatal(err)

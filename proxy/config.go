@@ -129,6 +129,15 @@ type Config struct {
 	// rest goes to an unlinked file in $TMPDIR. If zero, 1 MiB.
 	BufferMemory int64
 
+	// Compress lists the encodings applied to compressible responses the
+	// app left uncompressed: "gzip", "zstd", in order of preference. Empty:
+	// off. See compress.go.
+	Compress []string
+	// CompressSecrets compresses responses that set cookies or answer an
+	// authenticated request too, which the BREACH guard otherwise leaves
+	// uncompressed.
+	CompressSecrets bool
+
 	// MaxInflight caps the requests at the app at once (a WebSocket or a
 	// stream holds its slot while open). Requests beyond it wait in a FIFO
 	// queue of at most 1024 for up to QueueTimeout, then get 503 with
@@ -296,6 +305,12 @@ func (c Config) Validate() error {
 	}
 	if c.BufferRequests < 0 || c.BufferMemory < 0 {
 		errs = append(errs, fmt.Errorf("buffer sizes %d, %d: negative", c.BufferRequests, c.BufferMemory))
+	}
+	if _, err := ParseCompress(c.Compress); err != nil {
+		errs = append(errs, err)
+	}
+	if c.CompressSecrets && len(c.Compress) == 0 {
+		errs = append(errs, errors.New("--compress-secrets needs --compress"))
 	}
 	if c.MaxInflight < 0 {
 		errs = append(errs, fmt.Errorf("max inflight %d is negative", c.MaxInflight))

@@ -16,6 +16,7 @@ type shield struct {
 	trust    *clientTrust
 	auth     *forwardAuth
 	buffer   *requestBuffer
+	compress *compressor
 	rate     *rateLimiter
 	inflight *inflight
 
@@ -35,10 +36,10 @@ func shedIndex(reason string) int {
 
 // newShield returns nil when every protection is off.
 func newShield(h *handler, cfg Config, m *metrics, trust *clientTrust) *shield {
-	if cfg.MaxInflight == 0 && cfg.RateLimit.PerSecond == 0 && trust == nil && cfg.AuthURL == "" && cfg.BufferRequests == 0 {
+	if cfg.MaxInflight == 0 && cfg.RateLimit.PerSecond == 0 && trust == nil && cfg.AuthURL == "" && cfg.BufferRequests == 0 && len(cfg.Compress) == 0 {
 		return nil
 	}
-	s := &shield{h: h, trust: trust, auth: newForwardAuth(h, cfg), buffer: newRequestBuffer(h, cfg)}
+	s := &shield{h: h, trust: trust, auth: newForwardAuth(h, cfg), buffer: newRequestBuffer(h, cfg), compress: newCompressor(cfg)}
 	const ns, sub = "outrider", "proxy"
 	shed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Subsystem: sub, Name: "shed_requests_total",
@@ -105,6 +106,17 @@ func (s *shield) forward(rw *respWriter, r *http.Request, host, target string) {
 			return
 		}
 		defer s.inflight.release()
+	}
+	if s.compress != nil && len(r.Header["Upgrade"]) == 0 {
+		// Wrapped even when nothing is accepted: Vary is set either way.
+		cw := &compressWriter{ResponseWriter: rw.ResponseWriter, c: s.compress, enc: s.compress.negotiate(r),
+			secret: authenticated(r, h.cfg.AuthCopyHeaders)}
+		rw.ResponseWriter = cw
+		clean := false
+		defer func() { cw.finish(clean) }() // also when forward panics to cut the response
+		h.forward(rw, r, host, target)
+		clean = true
+		return
 	}
 	h.forward(rw, r, host, target)
 }

@@ -44,6 +44,8 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	authCopy := newListFlag(fs, "auth-copy-headers", "`header` copied from the auth service's 2xx answer to the app (the client's own under that name removed), e.g. X-User,X-Email")
 	bufferRequests := sizeVar(fs, "buffer-requests", 0, "read request bodies up to this size whole before the app sees them (slow uploads do not hold its workers); 0: stream")
 	bufferMemory := sizeVar(fs, "buffer-memory", 1<<20, "of a --buffer-requests body, how much is held in memory; the rest spills to a file in $TMPDIR")
+	compress := newListFlag(fs, "compress", "`encodings` for compressible responses the app left uncompressed: gzip, zstd (ties go to the first)")
+	compressSecrets := fs.Bool("compress-secrets", false, "with --compress: also compress responses that set cookies or answer authenticated requests (BREACH guard off)")
 	maxInflight := fs.Int("max-inflight", 0, "most requests at the app at once; the rest queue for --queue-timeout, then 503; 0: no cap")
 	queueTimeout := durationFlag(fs, "queue-timeout", 10*time.Second, "longest wait for a --max-inflight slot before 503 with Retry-After")
 	rateLimit := fs.String("rate-limit", "", "requests per client address, `RATE` such as 100/s or 600/m; over it 429 with Retry-After; empty: off")
@@ -87,6 +89,10 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	}
 	if fs.isSet("buffer-memory") && *bufferRequests == 0 {
 		return usageError{errors.New("--buffer-memory needs --buffer-requests")}
+	}
+	encodings, err := proxy.ParseCompress(compress.values)
+	if err != nil {
+		return usageError{err}
 	}
 	limits, err := limitFlags(fs, *maxInflight, *queueTimeout, *rateLimit, *rateBurst)
 	if err != nil {
@@ -165,6 +171,8 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 		AuthCopyHeaders:       authCopy.values,
 		BufferRequests:        *bufferRequests,
 		BufferMemory:          *bufferMemory,
+		Compress:              encodings,
+		CompressSecrets:       *compressSecrets,
 		UpstreamTimeout:       *upstreamTimeout,
 		UpstreamWait:          *upstreamWait,
 		MaxUpstreamConns:      *maxUpstreamConns,
