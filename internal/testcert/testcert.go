@@ -61,10 +61,6 @@ func (ca *CA) Pool() *x509.CertPool {
 // valid until notAfter, and returns its cert and key PEM.
 func (ca *CA) Leaf(tb testing.TB, notAfter time.Time, names ...string) (certPEM, keyPEM []byte) {
 	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(tb),
 		Subject:      pkix.Name{CommonName: names[0]},
@@ -79,6 +75,16 @@ func (ca *CA) Leaf(tb testing.TB, notAfter time.Time, names ...string) (certPEM,
 		} else {
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
+	}
+	return ca.issue(tb, tmpl)
+}
+
+// issue signs tmpl for a fresh P-256 key and returns cert and key PEM.
+func (ca *CA) issue(tb testing.TB, tmpl *x509.Certificate) (certPEM, keyPEM []byte) {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
@@ -145,10 +151,6 @@ type ClientCert struct {
 // Client issues a client certificate (ExtKeyUsageClientAuth).
 func (ca *CA) Client(tb testing.TB, o ClientOptions) ClientCert {
 	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
 	if o.NotAfter.IsZero() {
 		o.NotAfter = time.Now().Add(24 * time.Hour)
 	}
@@ -168,18 +170,9 @@ func (ca *CA) Client(tb testing.TB, o ClientOptions) ClientCert {
 		}
 		tmpl.URIs = append(tmpl.URIs, u)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	c := ClientCert{
-		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}),
-	}
+	var c ClientCert
+	c.CertPEM, c.KeyPEM = ca.issue(tb, tmpl)
+	var err error
 	if c.TLS, err = tls.X509KeyPair(c.CertPEM, c.KeyPEM); err != nil {
 		tb.Fatal(err)
 	}
