@@ -203,9 +203,13 @@ func TestCompressedPageInChromium(t *testing.T) {
 		return nil
 	})
 	// The browser's own account of what came compressed.
-	sizes := page.eval(t, `[performance.getEntriesByType("navigation")[0], ...performance.getEntriesByType("resource")].map(
+	sizes := page.eval(t, `[performance.getEntriesByType("navigation")[0], ...performance.getEntriesByType("resource")].filter(
+		e => /\/page(\.js|\.css)?$/.test(e.name)).map(
 		e => e.name.split("/").pop() + " " + e.encodedBodySize + "/" + e.decodedBodySize).join("; ")`)
 	t.Logf("Chromium, encoded/decoded body bytes: %s", sizes)
+	if parts := strings.Split(sizes, "; "); len(parts) != 3 {
+		t.Errorf("Chromium fetched %q; want the page, its script and its stylesheet", sizes)
+	}
 	for _, part := range strings.Split(sizes, "; ") {
 		var name string
 		var enc, dec int
