@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/http/httpguts"
 )
 
 // Config configures a Server. Listen, Upstream and GetCertificate are
@@ -260,7 +259,7 @@ func (c Config) Validate() error {
 		v    time.Duration
 	}{{"upstream timeout", c.UpstreamTimeout}, {"dial timeout", c.DialTimeout}, {"idle timeout", c.IdleTimeout},
 		{"read header timeout", c.ReadHeaderTimeout}, {"shutdown timeout", c.ShutdownTimeout}, {"hsts", c.HSTS},
-		{"upstream wait", c.UpstreamWait}, {"queue timeout", c.QueueTimeout}, {"auth timeout", c.AuthTimeout}} {
+		{"upstream wait", c.UpstreamWait}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.v))
 		}
@@ -271,56 +270,7 @@ func (c Config) Validate() error {
 	if c.MaxUpstreamConns < 0 {
 		errs = append(errs, fmt.Errorf("max upstream conns %d is negative", c.MaxUpstreamConns))
 	}
-	if c.ClientCAFile == "" {
-		switch {
-		case c.ClientAuth != "":
-			errs = append(errs, errors.New("--client-auth needs --client-ca"))
-		case len(c.AllowClients) > 0:
-			errs = append(errs, errors.New("--allow-client needs --client-ca"))
-		case c.ClientCRLFile != "":
-			errs = append(errs, errors.New("--client-crl needs --client-ca"))
-		}
-	}
-	switch c.ClientAuth {
-	case "", ClientAuthRequire, ClientAuthOptional:
-	default:
-		errs = append(errs, fmt.Errorf("invalid --client-auth %q: want require or optional", c.ClientAuth))
-	}
-	for _, r := range c.AllowClients {
-		if _, err := parseClientRule(r); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if c.AuthURL != "" {
-		if _, err := ParseAuthURL(c.AuthURL); err != nil {
-			errs = append(errs, err)
-		}
-	} else if len(c.AuthCopyHeaders) > 0 {
-		errs = append(errs, errors.New("--auth-copy-headers needs --auth-url"))
-	}
-	for _, k := range c.AuthCopyHeaders {
-		if !httpguts.ValidHeaderFieldName(k) {
-			errs = append(errs, fmt.Errorf("invalid --auth-copy-headers name %q: want a header name such as X-User", k))
-		}
-	}
-	if c.BufferRequests < 0 || c.BufferMemory < 0 {
-		errs = append(errs, fmt.Errorf("buffer sizes %d, %d: negative", c.BufferRequests, c.BufferMemory))
-	}
-	if _, err := ParseCompress(c.Compress); err != nil {
-		errs = append(errs, err)
-	}
-	if c.CompressSecrets && len(c.Compress) == 0 {
-		errs = append(errs, errors.New("--compress-secrets needs --compress"))
-	}
-	if c.MaxInflight < 0 {
-		errs = append(errs, fmt.Errorf("max inflight %d is negative", c.MaxInflight))
-	}
-	if c.RateBurst < 0 {
-		errs = append(errs, fmt.Errorf("rate burst %d is negative", c.RateBurst))
-	}
-	if c.RateLimit.PerSecond < 0 || math.IsNaN(c.RateLimit.PerSecond) {
-		errs = append(errs, fmt.Errorf("rate limit %v is negative", c.RateLimit.PerSecond))
-	}
+	errs = append(errs, c.validateShield()...)
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, fmt.Errorf("max body bytes %d is negative", c.MaxBodyBytes))
 	}

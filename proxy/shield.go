@@ -1,10 +1,14 @@
 package proxy
 
 import (
+	"errors"
+	"fmt"
+	"math"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http/httpguts"
 )
 
 // shield is what stands between a request that passed the handler's own
@@ -136,4 +140,86 @@ func (s *shield) refuse(rw *respWriter, r *http.Request, reason string, wait tim
 	}
 	rw.Header()["Retry-After"] = []string{retryAfter(wait)}
 	s.h.writeError(rw, code)
+}
+
+// validateShield reports the problems with the shield's settings.
+func (c Config) validateShield() []error {
+	errs := c.validateClientAuth()
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"queue timeout", c.QueueTimeout}, {"auth timeout", c.AuthTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %v is negative", d.name, d.v))
+		}
+	}
+	if c.AuthURL != "" {
+		if _, err := ParseAuthURL(c.AuthURL); err != nil {
+			errs = append(errs, err)
+		}
+	} else if len(c.AuthCopyHeaders) > 0 {
+		errs = append(errs, errors.New("--auth-copy-headers needs --auth-url"))
+	}
+	for _, k := range c.AuthCopyHeaders {
+		if !httpguts.ValidHeaderFieldName(k) {
+			errs = append(errs, fmt.Errorf("invalid --auth-copy-headers name %q: want a header name such as X-User", k))
+		}
+	}
+	if c.BufferRequests < 0 || c.BufferMemory < 0 {
+		errs = append(errs, fmt.Errorf("buffer sizes %d, %d: negative", c.BufferRequests, c.BufferMemory))
+	}
+	if _, err := ParseCompress(c.Compress); err != nil {
+		errs = append(errs, err)
+	}
+	if c.CompressSecrets && len(c.Compress) == 0 {
+		errs = append(errs, errors.New("--compress-secrets needs --compress"))
+	}
+	if c.MaxInflight < 0 {
+		errs = append(errs, fmt.Errorf("max inflight %d is negative", c.MaxInflight))
+	}
+	if c.RateBurst < 0 {
+		errs = append(errs, fmt.Errorf("rate burst %d is negative", c.RateBurst))
+	}
+	if c.RateLimit.PerSecond < 0 || math.IsNaN(c.RateLimit.PerSecond) {
+		errs = append(errs, fmt.Errorf("rate limit %v is negative", c.RateLimit.PerSecond))
+	}
+	return errs
+}
+
+func (c Config) validateClientAuth() []error {
+	var errs []error
+	if c.ClientCAFile == "" {
+		switch {
+		case c.ClientAuth != "":
+			errs = append(errs, errors.New("--client-auth needs --client-ca"))
+		case len(c.AllowClients) > 0:
+			errs = append(errs, errors.New("--allow-client needs --client-ca"))
+		case c.ClientCRLFile != "":
+			errs = append(errs, errors.New("--client-crl needs --client-ca"))
+		}
+	}
+	switch c.ClientAuth {
+	case "", ClientAuthRequire, ClientAuthOptional:
+	default:
+		errs = append(errs, fmt.Errorf("invalid --client-auth %q: want require or optional", c.ClientAuth))
+	}
+	for _, r := range c.AllowClients {
+		if _, err := parseClientRule(r); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// CheckShield checks the shield's settings in c (client certificates,
+// forward auth, limits, buffering, compression), reading ClientCAFile and
+// ClientCRLFile, so that a command can refuse them before it starts
+// anything else. New checks them again.
+func CheckShield(c Config) error {
+	if err := errors.Join(c.validateShield()...); err != nil {
+		return err
+	}
+	c.Registerer = nil
+	_, err := newClientTrust(c.withDefaults())
+	return err
 }

@@ -103,6 +103,18 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 		return usageError{fmt.Errorf("invalid value for flag --proxy-protocol-from: %w", err)}
 	}
 
+	shieldCfg := proxy.Config{
+		ClientCAFile: *clientCA, ClientAuth: flagIfSet(fs, "client-auth", *clientAuth), AllowClients: allowClient.values, ClientCRLFile: *clientCRL,
+		AuthURL: *authURL, AuthCopyHeaders: authCopy.values,
+		BufferRequests: *bufferRequests, BufferMemory: *bufferMemory,
+		Compress: encodings, CompressSecrets: *compressSecrets,
+		MaxInflight: limits.MaxInflight, QueueTimeout: limits.QueueTimeout, RateLimit: limits.RateLimit, RateBurst: limits.RateBurst,
+	}
+	// Before anything touches storage: a bad --client-ca is a usage error.
+	if err := proxy.CheckShield(shieldCfg); err != nil {
+		return usageError{err}
+	}
+
 	reg := newRegistry()
 	// --configsync-*: the configsync loop in-process, beside the proxy.
 	csCfg, csOn, err := csf.config(log.With("component", "configsync"), reg)

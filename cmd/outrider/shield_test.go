@@ -3,14 +3,22 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/outrider-dev/outrider/internal/testcert"
 )
 
 // Issue #14: bad input to each shield flag is one line naming the value,
 // and exit 2.
 func TestShieldFlagErrors(t *testing.T) {
 	up := []string{"proxy", "--upstream", "http://127.0.0.1:1"}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, testcert.NewCA(t).CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		args    []string
 		wantOut string
@@ -39,6 +47,8 @@ func TestShieldFlagErrors(t *testing.T) {
 		{[]string{"--compress", "br"}, `invalid --compress "br": brotli is not offered`},
 		{[]string{"--compress", "gzip,lz4"}, `invalid --compress "lz4": want gzip, zstd or both`},
 		{[]string{"--compress-secrets"}, "--compress-secrets needs --compress"},
+		{[]string{"--client-ca", caFile, "--client-crl", "/nonexistent.crl"}, "reading --client-crl: open /nonexistent.crl"},
+		{[]string{"--client-ca", caFile, "--client-crl", caFile}, "--client-crl " + caFile + ": no CRL in it"},
 		{[]string{"--client-auth", "optional"}, "--client-auth needs --client-ca"},
 		{[]string{"--allow-client", "cn=alice"}, "--allow-client needs --client-ca"},
 		{[]string{"--client-crl", "/x.crl"}, "--client-crl needs --client-ca"},
