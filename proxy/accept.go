@@ -61,21 +61,36 @@ func (s *Server) refusedLog(c net.Conn) {
 
 // handshake runs the TLS handshake within ReadHeaderTimeout (as net/http
 // bounds it) and passes the connection on by its ALPN protocol.
-func (s *Server) handshake(ctx context.Context, raw net.Conn, cfg *tls.Config, q *connQueue) {
-	tc := tls.Server(raw, cfg)
+func (s *Server) handshake(ctx context.Context, tracked *trackedConn, cfg *tls.Config, q *connQueue) {
+	var raw net.Conn = tracked
 	raw.SetDeadline(time.Now().Add(s.cfg.ReadHeaderTimeout))
+	if s.pp != nil {
+		// A PROXY header comes before the ClientHello, within the same
+		// deadline; from here on RemoteAddr is the address it carried.
+		pc := s.pp.wrap(raw)
+		if err := s.pp.read(pc); err != nil {
+			s.cfg.Logger.Debug("proxy protocol header refused", "remote_addr", raw.RemoteAddr().String(), "err", err)
+			raw.Close()
+			return
+		}
+		raw = pc
+	}
+	tc := tls.Server(raw, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		s.metrics.handshakeErr.Inc()
 		s.cfg.Logger.Debug("tls handshake failed", "remote_addr", raw.RemoteAddr().String(), "err", err)
+		if s.trust != nil {
+			s.trust.logRefusal(raw.RemoteAddr().String(), err)
+		}
 		raw.Close()
 		return
 	}
 	raw.SetDeadline(time.Time{})
 	switch tc.ConnectionState().NegotiatedProtocol {
 	case "h2":
-		q.push(newH2Conn(tc, s.cfg.Logger, s.metrics))
+		q.push(newH2Conn(tc, tracked, s.cfg.Logger, s.metrics))
 	case "", "http/1.1", "http/1.0":
-		q.push(&h1Conn{Conn: tc})
+		q.push(&h1Conn{Conn: tc, tracked: tracked})
 	default:
 		// acme-tls/1: the handshake itself was the answer.
 		tc.Close()
@@ -130,8 +145,9 @@ func (q *connQueue) push(c net.Conn) {
 // the words) only costs a keep-alive.
 type h1Conn struct {
 	net.Conn
-	match int  // bytes of clMarker matched so far
-	sawCL bool // a Content-Length line has gone by on this connection
+	tracked *trackedConn // the connection below TLS, for --max-conns
+	match   int          // bytes of clMarker matched so far
+	sawCL   bool         // a Content-Length line has gone by on this connection
 }
 
 // clMarker is what a Content-Length header line starts with, after the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -54,6 +55,13 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-*/Forwarded headers
 	// are kept and extended; from anyone else they are replaced.
 	TrustedProxies []netip.Prefix
+	// ProxyProtocolFrom are the peers (load balancers) allowed to open a
+	// connection with a PROXY protocol v1 or v2 header, on both listeners.
+	// From them the header is optional and its source address is the
+	// client's address everywhere (X-Forwarded-For, logs, limits, ACLs); a
+	// header from any other peer closes the connection. If empty, no
+	// header is read and one is a failed handshake.
+	ProxyProtocolFrom []netip.Prefix
 
 	// UpstreamTimeout bounds the wait for the upstream's response headers;
 	// past it the client gets 504. If zero, 60s.
@@ -98,6 +106,65 @@ type Config struct {
 	// client gets 413 when no response has begun. If zero, bodies are
 	// unlimited.
 	MaxBodyBytes int64
+	// ClientCAFile is a PEM bundle of the CAs whose client certificates are
+	// accepted; reloaded when it changes. Empty: no client certificates
+	// are asked for.
+	ClientCAFile string
+	// ClientAuth is ClientAuthRequire (the default) or ClientAuthOptional.
+	ClientAuth string
+	// AllowClients are rules a verified client certificate must match one
+	// of: "cn=NAME", "dns=NAME", "ou=UNIT", "uri=URI" (a trailing "*"
+	// matches by prefix). If empty, any certificate that verifies is
+	// admitted.
+	AllowClients []string
+	// ClientCRLFile is a CRL (PEM or DER, signed by a ClientCAFile CA);
+	// reloaded when it changes.
+	ClientCRLFile string
+
+	// AuthURL is a forward-auth service (nginx's auth_request) asked
+	// about every request before the app; see forwardauth.go. Empty: off.
+	AuthURL string
+	// AuthCopyHeaders are the headers copied from the auth service's 2xx
+	// answer to the app's request; the client's own under these names are
+	// always removed.
+	AuthCopyHeaders []string
+	// AuthTimeout bounds one forward-auth check; past it the client gets
+	// 503. If zero, 10s.
+	AuthTimeout time.Duration
+
+	// BufferRequests, when positive, is the largest request body read
+	// whole from the client before the app is contacted (see buffer.go);
+	// larger ones stream. Zero: every body streams.
+	BufferRequests int64
+	// BufferMemory is how much of a buffered body is held in memory; the
+	// rest goes to an unlinked file in $TMPDIR. If zero, 1 MiB.
+	BufferMemory int64
+
+	// Compress lists the encodings applied to compressible responses the
+	// app left uncompressed: "gzip", "zstd", in order of preference. Empty:
+	// off. See compress.go.
+	Compress []string
+	// CompressSecrets compresses responses that set cookies or answer an
+	// authenticated request too, which the BREACH guard otherwise leaves
+	// uncompressed.
+	CompressSecrets bool
+
+	// MaxInflight caps the requests at the app at once (a WebSocket or a
+	// stream holds its slot while open). Requests beyond it wait in a FIFO
+	// queue of at most 1024 for up to QueueTimeout, then get 503 with
+	// Retry-After. If zero, no cap.
+	MaxInflight int
+	// QueueTimeout is the longest wait for a MaxInflight slot. If zero, 10s.
+	QueueTimeout time.Duration
+	// RateLimit is the rate of requests allowed per client address (the
+	// connection's, after PROXY protocol; behind TrustedProxies the nearest
+	// untrusted X-Forwarded-For address; IPv6 by /64). Over it: 429 with
+	// Retry-After. The zero Rate turns it off.
+	RateLimit Rate
+	// RateBurst is how many requests a client may make at once before the
+	// rate applies. If zero, RateLimit.Count (100 for "100/m").
+	RateBurst int
+
 	// ShutdownTimeout is how long Serve waits for in-flight requests after
 	// its context is done. If zero, 30s.
 	ShutdownTimeout time.Duration
@@ -167,6 +234,14 @@ func (c Config) withDefaults() Config {
 	def(&c.IdleTimeout, 5*time.Minute)
 	def(&c.ReadHeaderTimeout, 10*time.Second)
 	def(&c.ShutdownTimeout, 30*time.Second)
+	def(&c.QueueTimeout, 10*time.Second)
+	def(&c.AuthTimeout, 10*time.Second)
+	if c.BufferMemory == 0 {
+		c.BufferMemory = 1 << 20
+	}
+	if c.RateBurst == 0 {
+		c.RateBurst = max(1, int(math.Round(c.RateLimit.Count)))
+	}
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 64 << 10
 	}
@@ -219,6 +294,7 @@ func (c Config) Validate() error {
 	if c.MaxUpstreamConns < 0 {
 		errs = append(errs, fmt.Errorf("max upstream conns %d is negative", c.MaxUpstreamConns))
 	}
+	errs = append(errs, c.validateShield()...)
 	if c.MaxBodyBytes < 0 {
 		errs = append(errs, fmt.Errorf("max body bytes %d is negative", c.MaxBodyBytes))
 	}

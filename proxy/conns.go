@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"crypto/tls"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -78,9 +77,9 @@ func (t *connTracker) noteState(c net.Conn, st http1State) {
 	var tc *trackedConn
 	switch c := c.(type) {
 	case *h1Conn:
-		tc, _ = c.Conn.(*tls.Conn).NetConn().(*trackedConn)
+		tc = c.tracked
 	case *h2Conn:
-		tc, _ = c.Conn.(*tls.Conn).NetConn().(*trackedConn)
+		tc = c.tracked
 	}
 	if tc == nil {
 		return

@@ -17,7 +17,8 @@ import (
 // emptyFrameLimit within emptyFrameWindow closes the connection, like the
 // rapid-reset guard. Only frame headers are parsed: payloads are skipped.
 type h2Conn struct {
-	net.Conn // the *tls.Conn
+	net.Conn              // the *tls.Conn
+	tracked  *trackedConn // the connection below TLS, for --max-conns
 	log      *slog.Logger
 	metrics  *metrics
 
@@ -41,8 +42,8 @@ const (
 
 var errEmptyFrames = errors.New("too many empty HTTP/2 frames")
 
-func newH2Conn(c net.Conn, log *slog.Logger, m *metrics) *h2Conn {
-	return &h2Conn{Conn: c, log: log, metrics: m}
+func newH2Conn(c net.Conn, tracked *trackedConn, log *slog.Logger, m *metrics) *h2Conn {
+	return &h2Conn{Conn: c, tracked: tracked, log: log, metrics: m}
 }
 
 func (c *h2Conn) Read(p []byte) (int, error) {

@@ -25,6 +25,7 @@ type handler struct {
 	log        *slog.Logger
 	hsts       string         // Strict-Transport-Security value, or ""
 	errorPages map[int][]byte // --error-pages, by status code
+	shield     *shield        // limits and the like (shield.go); nil when all are off
 
 	// watch cuts stalled response writes while Serve runs; without it each
 	// write arms its own deadline. See respWriter.
@@ -98,6 +99,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if max := h.cfg.MaxBodyBytes; max > 0 && r.ContentLength > max {
 		h.writeError(rw, http.StatusRequestEntityTooLarge)
+		return
+	}
+	if h.shield != nil {
+		h.shield.forward(rw, r, host, target)
 		return
 	}
 	h.forward(rw, r, host, target)
@@ -244,6 +249,8 @@ type connInfo struct {
 	conn net.Conn
 	h1   *h1Conn              // the HTTP/1 connection; nil for HTTP/2
 	tls  *tls.ConnectionState // net/http leaves r.TLS nil: the conns it gets are not *tls.Conns
+
+	ident atomic.Pointer[clientIdentity] // the client certificate's, worked out at its first request
 
 	mu          sync.Mutex
 	windowStart time.Time

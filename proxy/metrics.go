@@ -24,6 +24,7 @@ type metrics struct {
 	connsRefused     prometheus.Counter
 	poolWaits        prometheus.Counter
 	restartWait      *prometheus.CounterVec
+	proxyProtocol    *prometheus.CounterVec
 	reg              prometheus.Registerer
 
 	// requestCounters caches requests' children for the common code and
@@ -127,6 +128,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "connections_refused_total",
 			Help: "Client connections refused at --max-conns because none open was idle.",
 		}),
+		proxyProtocol: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "proxy_protocol_connections_total",
+			Help: "Connections from --proxy-protocol-from peers and others by PROXY header result: used, absent (trusted peer, no header), refused (header from an untrusted peer), invalid.",
+		}, []string{"result"}),
 		reg: reg,
 	}
 	for _, r := range []string{waitRecovered, waitGaveUp, waitRefused} {
@@ -135,11 +140,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{reasonDial, reasonTimeout, reasonCanceled, reasonClientTimeout, reasonClientBody, reasonProtocol, reasonBusy} {
 		m.upstreamErrors.WithLabelValues(r)
 	}
+	for _, r := range []string{ppUsed, ppAbsent, ppRefused, ppInvalid} {
+		m.proxyProtocol.WithLabelValues(r)
+	}
 	m.handshakeOK = m.handshakes.WithLabelValues("success")
 	m.handshakeErr = m.handshakes.WithLabelValues("error")
 	if reg != nil {
 		reg.MustRegister(m.requests, m.duration, m.upstreamDuration, m.upstreamErrors, m.openConns, m.handshakes, m.resetCloses,
-			m.retries, m.poolWaits, m.restartWait, m.connsEvicted, m.connsRefused, m.emptyFrameCloses)
+			m.retries, m.poolWaits, m.restartWait, m.connsEvicted, m.connsRefused, m.emptyFrameCloses, m.proxyProtocol)
 	}
 	return m
 }

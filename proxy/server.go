@@ -25,6 +25,8 @@ type Server struct {
 	up      *Upstream
 	metrics *metrics
 	handler *handler
+	pp      *ppGate      // nil: no PROXY protocol
+	trust   *clientTrust // nil: no client certificates
 
 	httpsLn, httpLn net.Listener
 	conns           *connTracker
@@ -42,8 +44,15 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	trust, err := newClientTrust(cfg)
+	if err != nil {
+		return nil, err
+	}
 	m := newMetrics(cfg.Registerer)
-	return &Server{cfg: cfg, up: up, metrics: m, handler: newHandler(cfg, up, m, pages), conns: newConnTracker(cfg.MaxConns, m)}, nil
+	h := newHandler(cfg, up, m, pages)
+	h.shield = newShield(h, cfg, m, trust)
+	return &Server{cfg: cfg, up: up, metrics: m, handler: h, trust: trust,
+		pp: newPPGate(cfg.ProxyProtocolFrom, cfg.ReadHeaderTimeout, m), conns: newConnTracker(cfg.MaxConns, m)}, nil
 }
 
 // Listen binds the HTTPS and HTTP addresses, so that a port in use is an
@@ -61,6 +70,9 @@ func (s *Server) Listen() error {
 			return fmt.Errorf("http listener: %w", err)
 		}
 		s.httpLn = ln
+		if s.pp != nil {
+			s.httpLn = &ppListener{Listener: ln, gate: s.pp}
+		}
 	}
 	return nil
 }
@@ -92,6 +104,15 @@ func (s *Server) CheckUpstream(ctx context.Context) error {
 	return c.Close()
 }
 
+// Reload re-reads the files the server holds itself (the client CA bundle
+// and CRL); on failure the previous ones stay in force.
+func (s *Server) Reload(ctx context.Context) error {
+	if s.trust == nil {
+		return nil
+	}
+	return s.trust.reload(ctx)
+}
+
 // Handler returns the proxying handler, for tests and benchmarks.
 func (s *Server) Handler() http.Handler { return s.handler }
 
@@ -108,6 +129,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	})
 	tlsCfg.GetEncryptedClientHelloKeys = s.cfg.GetEncryptedClientHelloKeys
 	tlsCfg.MinVersion = s.cfg.TLSMinVersion
+	if s.trust != nil {
+		s.trust.configure(tlsCfg)
+	}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
@@ -190,6 +214,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	conns := newConnQueue(s.httpsLn.Addr())
 	g.Go(func() error { return ignoreClosed(https.Serve(conns)) })
 	g.Go(func() error { return s.acceptTLS(gctx, s.httpsLn, tlsCfg, conns) })
+	if s.trust != nil {
+		g.Go(func() error { return s.trust.run(gctx) })
+	}
 	if redirect != nil {
 		g.Go(func() error { return ignoreClosed(redirect.Serve(s.httpLn)) })
 	}

@@ -26,8 +26,10 @@ apt_get() {
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # sslscan + openssl: TLS posture scan and chain check; iproute2: the
   # netns pod test; knot + knot-dnsutils: the authoritative DNS server
-  # (knotd), kdig and knsupdate of the DNS-01 tests.
-  pkgs="etcd-server chromium iproute2 curl sslscan openssl knot knot-dnsutils nodejs libcgi-pm-perl"
+  # (knotd), kdig and knsupdate of the DNS-01 tests; haproxy: PROXY
+  # protocol v2 from a real balancer; nodejs and libcgi-pm-perl: the real
+  # apps of the request-path tests.
+  pkgs="etcd-server chromium iproute2 curl sslscan openssl knot knot-dnsutils haproxy nodejs libcgi-pm-perl"
   missing=""
   for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
   if [ -n "$missing" ]; then

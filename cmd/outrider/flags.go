@@ -222,6 +222,8 @@ func (fs *flagSet) usage(w io.Writer) {
 				name = "string"
 			case *secondsFlag:
 				name = "seconds"
+			case *sizeFlag:
+				name = "size"
 			}
 		}
 		line := "  --" + f.Name

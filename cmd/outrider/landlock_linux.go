@@ -117,3 +117,13 @@ func restrictFiles(log *slog.Logger, p sandboxPaths) error {
 	log.Info("landlock applied", "abi", abi, "rw", rw, "ro_dirs", p.roDirs, "ro_files", p.roFiles)
 	return nil
 }
+
+// addWatchedFiles lets the sandbox read the directories of files that are
+// reloaded when they change (--client-ca, --client-crl).
+func (p *sandboxPaths) addWatchedFiles(files ...string) {
+	for _, f := range files {
+		if f != "" {
+			p.roDirs = append(p.roDirs, filepath.Dir(f))
+		}
+	}
+}

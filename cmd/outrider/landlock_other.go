@@ -14,3 +14,5 @@ func proxySandbox(*certFlags, *configsyncFlags, string, bool) (sandboxPaths, err
 }
 
 func restrictFiles(*slog.Logger, sandboxPaths) error { return nil }
+
+func (*sandboxPaths) addWatchedFiles(...string) {}

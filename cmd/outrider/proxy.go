@@ -31,9 +31,24 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	upstream := fs.String("upstream", "", "the app: http://127.0.0.1:8080 or unix:///run/app.sock (required)")
 	allowRemote := fs.Bool("allow-remote-upstream", false, "allow an upstream host that is not loopback (its traffic is plain HTTP)")
 	trustedProxies := newListFlag(fs, "trusted-proxies", "`CIDR` whose X-Forwarded-*/Forwarded headers are kept")
+	proxyProtocolFrom := newListFlag(fs, "proxy-protocol-from", "`CIDR` of load balancers that may send PROXY protocol v1/v2 (optional from them, refused from anyone else)")
 	upstreamTimeout := durationFlag(fs, "upstream-timeout", 60*time.Second, "longest wait for the upstream's response headers (and for a free connection to it) before answering 504")
 	upstreamWait := durationFlag(fs, "upstream-wait", 10*time.Second, "a request whose connection the app refuses (restarting) waits this long for it to listen again, then 502; 0 turns it off")
 	maxUpstreamConns := fs.Int("max-upstream-conns", proxy.DefaultMaxUpstreamConns, "most connections to the app at once; requests beyond wait for a free one within --upstream-timeout")
+	clientCA := fs.String("client-ca", "", "PEM `file` of CAs whose client certificates are accepted (reloaded when it changes); turns client certificates on")
+	clientAuth := fs.String("client-auth", proxy.ClientAuthRequire, "with --client-ca: require (every client) or optional (checked when presented)")
+	allowClient := newListFlag(fs, "allow-client", "`rule` a client certificate must match one of: cn=NAME, dns=NAME, ou=UNIT, uri=URI (trailing * for a prefix)")
+	clientCRL := fs.String("client-crl", "", "CRL `file` (PEM or DER) for --client-ca certificates; reloaded when it changes")
+	authURL := fs.String("auth-url", "", "forward-auth service `URL` asked about every request first (nginx auth_request): 2xx admits, 401/403/3xx go back to the client, else 503")
+	authCopy := newListFlag(fs, "auth-copy-headers", "`header` copied from the auth service's 2xx answer to the app (the client's own under that name removed), e.g. X-User,X-Email")
+	bufferRequests := sizeVar(fs, "buffer-requests", 0, "read request bodies up to this size whole before the app sees them (slow uploads do not hold its workers); 0: stream")
+	bufferMemory := sizeVar(fs, "buffer-memory", 1<<20, "of a --buffer-requests body, how much is held in memory; the rest spills to a file in $TMPDIR")
+	compress := newListFlag(fs, "compress", "`encodings` for compressible responses the app left uncompressed: gzip, zstd (ties go to the first)")
+	compressSecrets := fs.Bool("compress-secrets", false, "with --compress: also compress responses that set cookies or answer authenticated requests (BREACH guard off)")
+	maxInflight := fs.Int("max-inflight", 0, "most requests at the app at once; the rest queue for --queue-timeout, then 503; 0: no cap")
+	queueTimeout := durationFlag(fs, "queue-timeout", 10*time.Second, "longest wait for a --max-inflight slot before 503 with Retry-After")
+	rateLimit := fs.String("rate-limit", "", "requests per client address, `RATE` such as 100/s or 600/m; over it 429 with Retry-After; empty: off")
+	rateBurst := fs.Int("rate-burst", 0, "requests a client may make at once before --rate-limit applies; 0: the RATE's number")
 	keepUnderscore := fs.Bool("keep-underscore-headers", false, "forward request header names that contain _ (dropped by default: CGI, PHP and WSGI read X_Real_IP as X-Real-IP)")
 	maxConns := fs.Int("max-conns", 0, "most client connections at once; at the cap the longest-idle keep-alive one is closed for a new one; 0 derives it from RLIMIT_NOFILE")
 	tlsMin := fs.String("tls-min-version", "1.2", "lowest TLS `version` accepted: 1.2 (Mozilla intermediate) or 1.3 (modern)")
@@ -80,6 +95,33 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	if err != nil {
 		return usageError{fmt.Errorf("invalid value for flag --trusted-proxies: %w", err)}
 	}
+	if fs.isSet("buffer-memory") && *bufferRequests == 0 {
+		return usageError{errors.New("--buffer-memory needs --buffer-requests")}
+	}
+	encodings, err := proxy.ParseCompress(compress.values)
+	if err != nil {
+		return usageError{err}
+	}
+	limits, err := limitFlags(fs, *maxInflight, *queueTimeout, *rateLimit, *rateBurst)
+	if err != nil {
+		return usageError{err}
+	}
+	ppFrom, err := proxy.ParsePrefixes(proxyProtocolFrom.values)
+	if err != nil {
+		return usageError{fmt.Errorf("invalid value for flag --proxy-protocol-from: %w", err)}
+	}
+
+	shieldCfg := proxy.Config{
+		ClientCAFile: *clientCA, ClientAuth: flagIfSet(fs, "client-auth", *clientAuth), AllowClients: allowClient.values, ClientCRLFile: *clientCRL,
+		AuthURL: *authURL, AuthCopyHeaders: authCopy.values,
+		BufferRequests: *bufferRequests, BufferMemory: *bufferMemory,
+		Compress: encodings, CompressSecrets: *compressSecrets,
+		MaxInflight: limits.MaxInflight, QueueTimeout: limits.QueueTimeout, RateLimit: limits.RateLimit, RateBurst: limits.RateBurst,
+	}
+	// Before anything touches storage: a bad --client-ca is a usage error.
+	if err := proxy.CheckShield(shieldCfg); err != nil {
+		return usageError{err}
+	}
 
 	reg := newRegistry()
 	// --configsync-*: the configsync loop in-process, beside the proxy.
@@ -111,6 +153,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 		if sandboxed, err = proxySandbox(cf, csf, *topTokenFile, *withTop); err != nil {
 			return usageError{err}
 		}
+		sandboxed.addWatchedFiles(*clientCA, *clientCRL)
 	}
 	if *withTop {
 		if top, err = newProxyTop(log, *topTokenFile); err != nil {
@@ -137,6 +180,17 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 		WrapHTTP:                    certMgr.HTTPHandler,
 		Names:                       certMgr.Names(),
 		TrustedProxies:              trusted,
+		ProxyProtocolFrom:           ppFrom,
+		ClientCAFile:                *clientCA,
+		ClientAuth:                  flagIfSet(fs, "client-auth", *clientAuth),
+		AllowClients:                allowClient.values,
+		ClientCRLFile:               *clientCRL,
+		AuthURL:                     *authURL,
+		AuthCopyHeaders:             authCopy.values,
+		BufferRequests:              *bufferRequests,
+		BufferMemory:                *bufferMemory,
+		Compress:                    encodings,
+		CompressSecrets:             *compressSecrets,
 		UpstreamTimeout:             *upstreamTimeout,
 		UpstreamWait:                *upstreamWait,
 		MaxUpstreamConns:            *maxUpstreamConns,
@@ -147,6 +201,10 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 		IdleTimeout:                 *idleTimeout,
 		ReadHeaderTimeout:           *headerTimeout,
 		MaxBodyBytes:                *maxBody,
+		MaxInflight:                 limits.MaxInflight,
+		QueueTimeout:                limits.QueueTimeout,
+		RateLimit:                   limits.RateLimit,
+		RateBurst:                   limits.RateBurst,
 		ShutdownTimeout:             *shutdownTimeout,
 		HSTS:                        time.Duration(*hsts) * time.Second,
 		Rewrites:                    rw,
@@ -184,7 +242,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 
 	services := []service{
 		{name: "certs", run: certMgr.Run, reload: certMgr.Reload},
-		{name: "proxy", run: srv.Serve},
+		{name: "proxy", run: srv.Serve, reload: srv.Reload},
 	}
 	if top != nil {
 		services = append(services, top.mount(adm))

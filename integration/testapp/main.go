@@ -17,7 +17,9 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,6 +37,7 @@ func main() {
 	unix := flag.String("unix", "", "unix socket path (instead of --listen)")
 	configDir := flag.String("config-dir", "", "directory of config files")
 	pidfile := flag.String("pidfile", "", "write the pid here")
+	workers := flag.Int("workers", 0, "serve at most this many requests at once, as a single-threaded app does (0: no limit); /-/ paths are exempt")
 	flag.Parse()
 
 	app := legacyapp.New(*configDir)
@@ -59,11 +62,16 @@ func main() {
 	var mu sync.Mutex
 	var open, peak, total int
 	mux := http.NewServeMux()
-	mux.Handle("/", app)
+	mux.Handle("/", withWorkers(app, *workers))
 	mux.HandleFunc("GET /-/conns", func(w http.ResponseWriter, _ *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
 		json.NewEncoder(w).Encode(map[string]int{"open": open, "peak": peak, "total": total})
+	})
+	// /-/busy: requests being served now and the most ever at once, for
+	// --workers: the peak never exceeds it.
+	mux.HandleFunc("GET /-/busy", func(w http.ResponseWriter, _ *http.Request) {
+		json.NewEncoder(w).Encode(map[string]int64{"busy": busy.Load(), "peak": busyPeak.Load()})
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ConnState: func(_ net.Conn, st http.ConnState) {
 		mu.Lock()
@@ -93,4 +101,35 @@ func main() {
 		cancel()
 		return
 	}
+}
+
+var busy, busyPeak atomic.Int64
+
+// withWorkers lets at most n requests into h at once; the rest wait, as
+// they would for the one thread of a legacy app. Waiting starts before the
+// body is read, so a slow upload holds its worker throughout.
+func withWorkers(h http.Handler, n int) http.Handler {
+	var slots chan struct{}
+	if n > 0 {
+		slots = make(chan struct{}, n)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if slots != nil && !strings.HasPrefix(r.URL.Path, "/-/") {
+			select {
+			case slots <- struct{}{}:
+			case <-r.Context().Done():
+				return
+			}
+			defer func() { <-slots }()
+		}
+		now := busy.Add(1)
+		defer busy.Add(-1)
+		for {
+			p := busyPeak.Load()
+			if now <= p || busyPeak.CompareAndSwap(p, now) {
+				break
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -8,6 +8,7 @@ package legacyapp
 
 import (
 	"bufio"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -261,6 +262,52 @@ func (a *App) routes() {
 		io.WriteString(w, "body before the trailer\n")
 		http.NewResponseController(w).Flush()
 		w.Header().Set("X-Checksum", "abc123")
+	})
+	// /page, /page.js and /page.css: an uncompressed page of the kind a
+	// legacy app serves, for compression checks in a browser. The script
+	// reports in #status that it ran and that the stylesheet applied.
+	// /page?gzip=1 is compressed by the app itself; /page?cookie=1 sets a
+	// cookie.
+	m.HandleFunc("GET /page", func(w http.ResponseWriter, r *http.Request) {
+		var b strings.Builder
+		b.WriteString("<!doctype html>\n<html><head><title>legacy page</title>\n<link rel=\"stylesheet\" href=\"/page.css\">\n</head><body>\n")
+		b.WriteString("<h1>Quarterly report</h1><p id=\"status\">script did not run</p>\n")
+		for i := range 200 {
+			fmt.Fprintf(&b, "<tr><td>row %d</td><td>The legacy application renders this table row in plain HTML.</td></tr>\n", i)
+		}
+		b.WriteString("<script src=\"/page.js\"></script>\n</body></html>\n")
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("ETag", `"page-v1"`)
+		if r.URL.Query().Get("cookie") == "1" {
+			w.Header().Set("Set-Cookie", "csrf=s3cret; Path=/; HttpOnly")
+		}
+		if r.URL.Query().Get("gzip") == "1" {
+			w.Header().Set("Content-Encoding", "gzip")
+			zw := gzip.NewWriter(w)
+			io.WriteString(zw, b.String())
+			zw.Close()
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(b.Len()))
+		io.WriteString(w, b.String())
+	})
+	m.HandleFunc("GET /page.js", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/javascript")
+		var b strings.Builder
+		for i := range 100 {
+			fmt.Fprintf(&b, "// line %d of a script nobody minified, as legacy apps ship them\n", i)
+		}
+		b.WriteString(`document.getElementById("status").textContent = "script ran; background " + getComputedStyle(document.body).backgroundColor;` + "\n")
+		io.WriteString(w, b.String())
+	})
+	m.HandleFunc("GET /page.css", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/css")
+		var b strings.Builder
+		for i := range 100 {
+			fmt.Fprintf(&b, ".legacy-rule-%d { margin: 0 auto; padding: 4px; font-family: serif; }\n", i)
+		}
+		b.WriteString("body { background-color: rgb(1, 2, 3); }\n")
+		io.WriteString(w, b.String())
 	})
 	m.HandleFunc("GET /cookie", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Add("Set-Cookie", "session=abc; Path=/; HttpOnly")

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -39,7 +40,7 @@ func NewCA(tb testing.TB) *CA {
 		NotAfter:              time.Now().Add(24 * time.Hour),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -60,10 +61,6 @@ func (ca *CA) Pool() *x509.CertPool {
 // valid until notAfter, and returns its cert and key PEM.
 func (ca *CA) Leaf(tb testing.TB, notAfter time.Time, names ...string) (certPEM, keyPEM []byte) {
 	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(tb),
 		Subject:      pkix.Name{CommonName: names[0]},
@@ -78,6 +75,16 @@ func (ca *CA) Leaf(tb testing.TB, notAfter time.Time, names ...string) (certPEM,
 		} else {
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
+	}
+	return ca.issue(tb, tmpl)
+}
+
+// issue signs tmpl for a fresh P-256 key and returns cert and key PEM.
+func (ca *CA) issue(tb testing.TB, tmpl *x509.Certificate) (certPEM, keyPEM []byte) {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
@@ -123,4 +130,72 @@ func serial(tb testing.TB) *big.Int {
 		tb.Fatal(err)
 	}
 	return n
+}
+
+// ClientOptions describe a client certificate.
+type ClientOptions struct {
+	CommonName string
+	OrgUnits   []string
+	DNSNames   []string
+	URIs       []string  // such as spiffe://example.org/ns/prod/sa/web
+	NotAfter   time.Time // zero: a day from now
+}
+
+// ClientCert is a client certificate issued by a CA.
+type ClientCert struct {
+	TLS             tls.Certificate
+	Leaf            *x509.Certificate
+	CertPEM, KeyPEM []byte
+}
+
+// Client issues a client certificate (ExtKeyUsageClientAuth).
+func (ca *CA) Client(tb testing.TB, o ClientOptions) ClientCert {
+	tb.Helper()
+	if o.NotAfter.IsZero() {
+		o.NotAfter = time.Now().Add(24 * time.Hour)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(tb),
+		Subject:      pkix.Name{CommonName: o.CommonName, OrganizationalUnit: o.OrgUnits},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     o.NotAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		DNSNames:     o.DNSNames,
+	}
+	for _, s := range o.URIs {
+		u, err := url.Parse(s)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tmpl.URIs = append(tmpl.URIs, u)
+	}
+	var c ClientCert
+	c.CertPEM, c.KeyPEM = ca.issue(tb, tmpl)
+	var err error
+	if c.TLS, err = tls.X509KeyPair(c.CertPEM, c.KeyPEM); err != nil {
+		tb.Fatal(err)
+	}
+	c.Leaf = c.TLS.Leaf
+	return c
+}
+
+// CRL returns a PEM CRL signed by the CA that revokes the given
+// certificates.
+func (ca *CA) CRL(tb testing.TB, revoked ...*x509.Certificate) []byte {
+	tb.Helper()
+	tmpl := &x509.RevocationList{
+		Number:     serial(tb),
+		ThisUpdate: time.Now().Add(-time.Minute),
+		NextUpdate: time.Now().Add(24 * time.Hour),
+	}
+	for _, c := range revoked {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries,
+			x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: time.Now()})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
 }
