@@ -168,6 +168,15 @@ type Config struct {
 	// If zero, one minute.
 	CheckInterval time.Duration
 
+	// OCSPRefreshInterval is the longest time an OCSP response stapled to
+	// a static certificate is used before a fresh one is fetched; it is
+	// refreshed half-way between its thisUpdate and nextUpdate when that
+	// comes first, and a failed fetch is retried after a minute, doubling
+	// up to an hour but never more than this. A shorter interval makes a
+	// revocation show in the staple sooner. If zero, half-way only.
+	// Certificates without an OCSP responder URL are not affected.
+	OCSPRefreshInterval time.Duration
+
 	// Logger receives lifecycle events. If nil, logs are discarded.
 	Logger *slog.Logger
 	// Registerer receives the certs metrics. If nil, metrics are not exported.
@@ -249,7 +258,7 @@ func (c Config) Validate() error {
 	for name, d := range map[string]time.Duration{"check interval": c.CheckInterval,
 		"renew check interval":          c.RenewCheckInterval,
 		"internal certificate lifetime": c.InternalLifetime, "expiry warning": c.ExpiryWarning,
-		"internal issue interval": c.InternalIssueInterval} {
+		"internal issue interval": c.InternalIssueInterval, "OCSP refresh interval": c.OCSPRefreshInterval} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %v is negative", name, d))
 		}
@@ -322,6 +331,10 @@ type Status struct {
 	// storage's sets Warning and makes the Manager unready.
 	ServedNotAfter time.Time `json:"served_not_after,omitzero"`
 	StoredNotAfter time.Time `json:"stored_not_after,omitzero"`
+	// OCSP is the stapling state of a static certificate that names an
+	// OCSP responder; nil for any other. A revoked certificate, or a
+	// must-staple one without a fresh response, sets Warning.
+	OCSP *OCSPStatus `json:"ocsp,omitempty"`
 }
 
 // source is one origin of certificates. Implementations must be safe for

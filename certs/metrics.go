@@ -25,6 +25,11 @@ type metrics struct {
 	onDemand     *prometheus.CounterVec
 
 	internalRefusals *prometheus.CounterVec
+
+	ocspFetches    *prometheus.CounterVec
+	ocspStapled    *prometheus.GaugeVec
+	ocspNextUpdate *prometheus.GaugeVec
+	ocspRevoked    *prometheus.GaugeVec
 }
 
 // Reasons an order is refused, the values of the reason label of
@@ -97,6 +102,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Namespace: "outrider", Subsystem: "certs", Name: "on_demand_decisions_total",
 		Help: "Handshakes for names outside --domain by on-demand decision: allowed or refused by the ask URL, capped by --on-demand-max-names, or an order rate_limited by --on-demand-rate.",
 	}, []string{"result"})
+	m.ocspFetches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "outrider", Subsystem: "certs", Name: "ocsp_fetches_total",
+		Help: "OCSP responses fetched for static certificates that name a responder, by result: good, revoked, unknown (not stapled), error.",
+	}, []string{"result"})
+	m.ocspStapled = gauge("ocsp_stapled",
+		"1 when handshakes for a name get a fresh stapled OCSP response, 0 when its static certificate names an OCSP responder but none is stapled.", "domain")
+	m.ocspNextUpdate = gauge("ocsp_next_update_timestamp_seconds",
+		"Time the OCSP response stapled for a name stops being served (its nextUpdate), in seconds since the Unix epoch.", "domain")
+	m.ocspRevoked = gauge("ocsp_revoked",
+		"1 when the OCSP response stapled for a name says its certificate is revoked.", "domain")
+	for _, r := range []string{ocspResultGood, ocspResultRevoked, ocspResultUnknown, ocspResultError} {
+		m.ocspFetches.WithLabelValues(r)
+	}
 	for _, r := range []string{decisionAllowed, decisionRefused, decisionCapped, decisionRateLimited} {
 		m.onDemand.WithLabelValues(r)
 	}
@@ -114,7 +132,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.expiry, m.servedExpiry, m.refused, m.reloads, m.renewalDue, m.lastAttempt, m.lastSuccess,
-			m.failures, m.degraded, m.info, m.renewals, m.ledgerOrders, m.onDemand, m.internalRefusals)
+			m.failures, m.degraded, m.info, m.renewals, m.ledgerOrders, m.onDemand, m.internalRefusals,
+			m.ocspFetches, m.ocspStapled, m.ocspNextUpdate, m.ocspRevoked)
 	}
 	return m
 }

@@ -46,6 +46,10 @@ type certState struct {
 	// storage, and what is wrong with serving it ("" when nothing).
 	servedNotAfter, storedNotAfter time.Time
 	servedProblem                  string
+	// OCSP stapling of a static certificate that names a responder (nil
+	// otherwise), and what is wrong with it ("" when nothing).
+	ocsp        *OCSPStatus
+	ocspProblem string
 }
 
 func newTracker(source string, cfg Config, m *metrics) *tracker {
@@ -169,13 +173,42 @@ func (t *tracker) watched(name string, served, stored *x509.Certificate, problem
 	t.check()
 }
 
+// stapling records the OCSP stapling state of name's certificate (nil:
+// it names no responder) and the problem with it ("" when none), which
+// makes the name degraded but not unready: the certificate still serves.
+func (t *tracker) stapling(name string, st *OCSPStatus, problem string) {
+	t.mu.Lock()
+	c := t.get(name)
+	c.ocsp, c.ocspProblem = st, problem
+	if st == nil {
+		t.m.ocspStapled.DeleteLabelValues(name)
+		t.m.ocspNextUpdate.DeleteLabelValues(name)
+		t.m.ocspRevoked.DeleteLabelValues(name)
+	} else {
+		stapled, revoked := 0.0, 0.0
+		if st.Stapled {
+			stapled = 1
+			t.m.ocspNextUpdate.WithLabelValues(name).Set(float64(st.NextUpdate.Unix()))
+		} else {
+			t.m.ocspNextUpdate.DeleteLabelValues(name)
+		}
+		if st.Stapled && st.Status == "revoked" {
+			revoked = 1
+		}
+		t.m.ocspStapled.WithLabelValues(name).Set(stapled)
+		t.m.ocspRevoked.WithLabelValues(name).Set(revoked)
+	}
+	t.mu.Unlock()
+	t.check()
+}
+
 // forget drops a name (an internal-CA name evicted from its cache).
 func (t *tracker) forget(name string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.certs, name)
 	for _, v := range []*prometheus.GaugeVec{t.m.expiry, t.m.servedExpiry, t.m.renewalDue, t.m.lastAttempt,
-		t.m.lastSuccess, t.m.failures, t.m.degraded, t.m.ledgerOrders} {
+		t.m.lastSuccess, t.m.failures, t.m.degraded, t.m.ledgerOrders, t.m.ocspStapled, t.m.ocspNextUpdate, t.m.ocspRevoked} {
 		v.DeleteLabelValues(name)
 	}
 	t.m.info.DeletePartialMatch(prometheus.Labels{"domain": name})
@@ -208,6 +241,8 @@ func (t *tracker) reason(st *certState, now time.Time) string {
 		return "no certificate yet"
 	case now.After(st.notAfter):
 		return "certificate expired at " + st.notAfter.UTC().Format(time.RFC3339)
+	case st.ocspProblem != "":
+		return st.ocspProblem
 	case st.failures >= failingAfter:
 		return fmt.Sprintf("%d renewal attempts failed in a row: %s", st.failures, st.lastErr)
 	case st.notAfter.Sub(now) < t.warnWindow(st):
@@ -290,6 +325,10 @@ func (t *tracker) status() []Status {
 			Warning:             t.reason(st, now),
 			ServedNotAfter:      st.servedNotAfter,
 			StoredNotAfter:      st.storedNotAfter,
+		}
+		if st.ocsp != nil {
+			o := *st.ocsp
+			s.OCSP = &o
 		}
 		if !st.notAfter.IsZero() {
 			s.RenewalDue = renewalDue(st.notBefore, st.notAfter)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/outrider-dev/outrider/internal/dirwatch"
+	"golang.org/x/sync/errgroup"
 )
 
 // staticSource serves one certificate from PEM files and swaps it when the
@@ -29,8 +30,9 @@ type staticSource struct {
 	metrics           *metrics
 	track             *tracker
 	now               func() time.Time
+	ocsp              *stapler
 
-	cert atomic.Pointer[tls.Certificate]
+	cert atomic.Pointer[tls.Certificate] // as loaded; handshakes get it through ocsp.get
 
 	mu      sync.Mutex // serializes loads; guards sum, names and lastErr
 	sum     [32]byte   // hash of the loaded cert and key bytes
@@ -45,6 +47,7 @@ func newStaticSource(cfg Config, m *metrics) (*staticSource, error) {
 		log:      cfg.Logger, metrics: m, now: cfg.Now,
 		track: newTracker("file", cfg, m),
 	}
+	s.ocsp = newStapler(cfg, m, s.track)
 	if _, err := s.load(); err != nil {
 		return nil, err
 	}
@@ -56,7 +59,7 @@ func (s *staticSource) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 	if c == nil {
 		return nil, ErrNoCertificate
 	}
-	return c, nil
+	return s.ocsp.get(c), nil
 }
 
 // load reads both files and swaps the certificate if their content changed.
@@ -97,6 +100,7 @@ func (s *staticSource) load() (changed bool, err error) {
 	for _, n := range names {
 		s.track.served(n, leaf)
 	}
+	s.ocsp.set(s.certFile, &cert, names)
 	attrs := []any{"file", s.certFile, "names", names, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339)}
 	if s.now().After(leaf.NotAfter) {
 		s.log.Warn("certificate loaded but already expired", attrs...)
@@ -145,15 +149,22 @@ func (s *staticSource) status() []Status {
 
 // run watches the directories holding the files, because editors, cp and the
 // kubelet replace files by rename or symlink swap, which a watch on the file
-// itself would miss. A timer re-checks in case events are lost.
+// itself would miss. A timer re-checks in case events are lost. Beside it
+// the stapler keeps an OCSP response stapled when the certificate names a
+// responder.
 func (s *staticSource) run(ctx context.Context) error {
 	dirs := []string{filepath.Dir(s.certFile)}
 	if d := filepath.Dir(s.keyFile); d != dirs[0] {
 		dirs = append(dirs, d)
 	}
-	return dirwatch.Run(ctx, dirwatch.Config{
-		Dirs: dirs, Debounce: 100 * time.Millisecond, Interval: s.interval, Logger: s.log,
-	}, s.reloadQuiet)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.ocsp.run(ctx) })
+	g.Go(func() error {
+		return dirwatch.Run(ctx, dirwatch.Config{
+			Dirs: dirs, Debounce: 100 * time.Millisecond, Interval: s.interval, Logger: s.log,
+		}, s.reloadQuiet)
+	})
+	return g.Wait()
 }
 
 // reloadQuiet reloads and logs only failures; a half-written pair seen in

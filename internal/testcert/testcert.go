@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -61,13 +62,55 @@ func (ca *CA) Pool() *x509.CertPool {
 // valid until notAfter, and returns its cert and key PEM.
 func (ca *CA) Leaf(tb testing.TB, notAfter time.Time, names ...string) (certPEM, keyPEM []byte) {
 	tb.Helper()
+	return ca.LeafWith(tb, LeafOptions{NotAfter: notAfter}, names...)
+}
+
+// LeafOptions are the extras of [CA.LeafWith].
+type LeafOptions struct {
+	// NotAfter is the end of validity. If zero, a day from now.
+	NotAfter time.Time
+	// OCSPServer is the OCSP responder URL put in the authority
+	// information access extension. If empty, none.
+	OCSPServer string
+	// IssuerURL is where the issuer certificate (DER) can be fetched, put
+	// in the authority information access extension. If empty, none.
+	IssuerURL string
+	// MustStaple adds the TLS feature extension (RFC 7633) asking for
+	// status_request: clients that enforce it refuse the certificate
+	// without a stapled OCSP response.
+	MustStaple bool
+}
+
+// MustStapleOID is the TLS feature extension (id-pe-tlsfeature).
+var MustStapleOID = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 24}
+
+// LeafWith issues a server certificate for names (DNS names or IP
+// addresses) with opts, and returns its cert and key PEM.
+func (ca *CA) LeafWith(tb testing.TB, opts LeafOptions, names ...string) (certPEM, keyPEM []byte) {
+	tb.Helper()
+	if opts.NotAfter.IsZero() {
+		opts.NotAfter = time.Now().Add(24 * time.Hour)
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(tb),
 		Subject:      pkix.Name{CommonName: names[0]},
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     notAfter,
+		NotAfter:     opts.NotAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if opts.OCSPServer != "" {
+		tmpl.OCSPServer = []string{opts.OCSPServer}
+	}
+	if opts.IssuerURL != "" {
+		tmpl.IssuingCertificateURL = []string{opts.IssuerURL}
+	}
+	if opts.MustStaple {
+		v, err := asn1.Marshal([]int{5}) // status_request
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, pkix.Extension{Id: MustStapleOID, Value: v})
 	}
 	for _, n := range names {
 		if ip := net.ParseIP(n); ip != nil {
@@ -77,6 +120,31 @@ func (ca *CA) Leaf(tb testing.TB, notAfter time.Time, names ...string) (certPEM,
 		}
 	}
 	return ca.issue(tb, tmpl)
+}
+
+// OCSPSigner issues a delegated OCSP responder certificate (extended key
+// usage OCSPSigning) and returns its cert and key PEM, for a responder
+// such as `openssl ocsp -rsigner … -rkey …`.
+func (ca *CA) OCSPSigner(tb testing.TB) (certPEM, keyPEM []byte) {
+	tb.Helper()
+	return ca.issue(tb, &x509.Certificate{
+		SerialNumber: serial(tb),
+		Subject:      pkix.Name{CommonName: "outrider test OCSP responder"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning},
+	})
+}
+
+// KeyPEM returns the CA's private key as PEM.
+func (ca *CA) KeyPEM(tb testing.TB) []byte {
+	tb.Helper()
+	der, err := x509.MarshalECPrivateKey(ca.Key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
 }
 
 // issue signs tmpl for a fresh P-256 key and returns cert and key PEM.
