@@ -62,11 +62,13 @@ type OCSPStatus struct {
 	MustStaple bool `json:"must_staple,omitempty"`
 	// Stapled reports whether handshakes get a response now. Status
 	// ("good" or "revoked"), ThisUpdate and NextUpdate describe the last
-	// response stapled; it is no longer stapled once NextUpdate passes.
+	// response stapled (RevokedAt, when it says revoked, the time of
+	// revocation); it is no longer stapled once NextUpdate passes.
 	Stapled    bool      `json:"stapled"`
 	Status     string    `json:"status,omitempty"`
 	ThisUpdate time.Time `json:"this_update,omitzero"`
 	NextUpdate time.Time `json:"next_update,omitzero"`
+	RevokedAt  time.Time `json:"revoked_at,omitzero"`
 	// LastFetch is when the responder was last asked, NextFetch when it
 	// will be asked next.
 	LastFetch time.Time `json:"last_fetch,omitzero"`
@@ -153,10 +155,12 @@ func (o *stapler) set(file string, c *tls.Certificate, names []string) {
 			problem = "must-staple certificate names no OCSP responder: clients that enforce must-staple refuse it"
 			o.log.Warn("must-staple certificate without an OCSP responder URL; clients that enforce must-staple refuse it", "file", file)
 		}
-		o.report(nil, names, problem)
+		for _, n := range names {
+			o.track.stapling(n, nil, problem)
+		}
 		return
 	}
-	o.report(t, names, "")
+	o.report(t)
 	select {
 	case o.wake <- struct{}{}:
 	default:
@@ -173,6 +177,9 @@ func (o *stapler) run(ctx context.Context) error {
 			return nil
 		case <-o.wake:
 		case <-timer.C:
+		}
+		if ctx.Err() != nil {
+			return nil
 		}
 		timer.Reset(o.step(ctx))
 	}
@@ -237,7 +244,10 @@ func (o *stapler) fetch(ctx context.Context, t *ocspTarget) {
 	o.metrics.ocspFetches.WithLabelValues(result).Inc()
 	changed := !t.st.Stapled || t.st.Status != status
 	t.st.Stapled, t.st.Status = true, status
-	t.st.ThisUpdate, t.st.NextUpdate = resp.ThisUpdate, staleAt
+	t.st.ThisUpdate, t.st.NextUpdate, t.st.RevokedAt = resp.ThisUpdate, staleAt, time.Time{}
+	if resp.Status == ocsp.Revoked {
+		t.st.RevokedAt = resp.RevokedAt
+	}
 	t.st.ConsecutiveFailures, t.st.LastError = 0, ""
 	refresh := resp.ThisUpdate.Add(staleAt.Sub(resp.ThisUpdate) / 2)
 	floor := ocspRetryMin // a response already past half-way is not refetched in a loop
@@ -249,10 +259,8 @@ func (o *stapler) fetch(ctx context.Context, t *ocspTarget) {
 
 	attrs := []any{"file", t.file, "status", status, "this_update", rfc3339(resp.ThisUpdate),
 		"next_update", rfc3339(staleAt)}
-	problem := ""
 	switch {
 	case resp.Status == ocsp.Revoked:
-		problem = "certificate revoked at " + rfc3339(resp.RevokedAt) + ", says its OCSP responder"
 		if changed {
 			o.log.Error("certificate revoked, says its OCSP responder; replace it",
 				append(attrs, "revoked_at", rfc3339(resp.RevokedAt))...)
@@ -262,7 +270,7 @@ func (o *stapler) fetch(ctx context.Context, t *ocspTarget) {
 	default:
 		o.log.Debug("OCSP response refreshed", attrs...)
 	}
-	o.report(t, t.names, problem)
+	o.report(t)
 }
 
 // failed records a failed fetch: the last response is still served until
@@ -284,20 +292,13 @@ func (o *stapler) failed(t *ocspTarget, now time.Time, err error) {
 
 	attrs := []any{"file", t.file, "responder", t.st.Responder, "must_staple", t.st.MustStaple,
 		"next_fetch", rfc3339(t.st.NextFetch), "err", err}
-	problem := ""
 	if s := o.fresh(t); s != nil {
 		o.log.Warn("OCSP refresh failed; stapling the last response until its next update",
 			append(attrs, "next_update", rfc3339(s.staleAt))...)
-		if t.st.Status == "revoked" {
-			problem = "certificate revoked, says its OCSP responder"
-		}
 	} else {
 		o.log.Warn("OCSP fetch failed; serving the certificate without a staple", attrs...)
-		if t.st.MustStaple {
-			problem = "must-staple certificate has no fresh OCSP response: " + err.Error()
-		}
 	}
-	o.report(t, t.names, problem)
+	o.report(t)
 }
 
 // expire drops t's staple once its nextUpdate has passed.
@@ -309,11 +310,7 @@ func (o *stapler) expire(t *ocspTarget) {
 	t.st.Stapled = false
 	o.log.Warn("OCSP response passed its next update; serving the certificate without a staple",
 		"file", t.file, "next_update", rfc3339(s.staleAt), "must_staple", t.st.MustStaple, "last_error", t.st.LastError)
-	problem := ""
-	if t.st.MustStaple {
-		problem = "must-staple certificate has no fresh OCSP response: the last one expired at " + rfc3339(s.staleAt)
-	}
-	o.report(t, t.names, problem)
+	o.report(t)
 }
 
 // fresh returns t's staple if one is served now.
@@ -324,13 +321,20 @@ func (o *stapler) fresh(t *ocspTarget) *staple {
 	return nil
 }
 
-// report hands t's state to the tracker for every name (nil t: none).
-func (o *stapler) report(t *ocspTarget, names []string, problem string) {
-	for _, n := range names {
-		if t == nil {
-			o.track.stapling(n, nil, problem)
-			continue
-		}
+// report hands t's state to the tracker for each of its names, with what
+// makes it need an operator: a revoked certificate, or a must-staple one
+// served without a fresh response.
+func (o *stapler) report(t *ocspTarget) {
+	problem := ""
+	switch fresh := o.fresh(t) != nil; {
+	case fresh && t.st.Status == "revoked":
+		problem = "certificate revoked at " + rfc3339(t.st.RevokedAt) + ", says its OCSP responder"
+	case !fresh && t.st.MustStaple && t.st.LastError != "":
+		problem = "must-staple certificate has no fresh OCSP response: " + t.st.LastError
+	case !fresh && t.st.MustStaple && t.st.Status != "":
+		problem = "must-staple certificate has no fresh OCSP response: the last one expired at " + rfc3339(t.st.NextUpdate)
+	}
+	for _, n := range t.names {
 		st := t.st
 		o.track.stapling(n, &st, problem)
 	}

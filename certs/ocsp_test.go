@@ -55,10 +55,6 @@ func (f *fakeResponder) RoundTrip(req *http.Request) (*http.Response, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
-	body, err := io.ReadAll(req.Body)
-	if err != nil {
-		return nil, err
-	}
 	answer := func(code int, b []byte) *http.Response {
 		return &http.Response{StatusCode: code, Status: fmt.Sprint(code, " ", http.StatusText(code)), Request: req,
 			Header: http.Header{"Content-Type": {"application/ocsp-response"}}, Body: io.NopCloser(bytes.NewReader(b))}
@@ -66,6 +62,17 @@ func (f *fakeResponder) RoundTrip(req *http.Request) (*http.Response, error) {
 	if f.down {
 		return answer(http.StatusServiceUnavailable, nil), nil
 	}
+	if req.Method == http.MethodGet && req.URL.Path == "/issuer.der" {
+		return answer(http.StatusOK, f.ca.Cert.Raw), nil
+	}
+	if req.Body == nil {
+		return answer(http.StatusBadRequest, nil), nil
+	}
+	body, err := io.ReadAll(req.Body)
+	if err != nil {
+		return nil, err
+	}
+
 	r, err := ocsp.ParseRequest(body)
 	if err != nil {
 		return answer(http.StatusBadRequest, nil), nil
@@ -94,15 +101,19 @@ type ocspFixture struct {
 	logs bytes.Buffer
 }
 
-// newOCSPFixture writes a leaf for a.example (with its issuer in the file)
-// and loads it. Call it inside the synctest bubble.
+// newOCSPFixture writes a leaf for a.example (with its issuer in the file,
+// unless the leaf has an issuer URL) and loads it. Call it inside the
+// synctest bubble.
 func newOCSPFixture(t *testing.T, opts testcert.LeafOptions) *ocspFixture {
 	t.Helper()
 	ca := testcert.NewCA(t)
 	dir := t.TempDir()
 	certPEM, keyPEM := ca.LeafWith(t, opts, "a.example")
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if err := os.WriteFile(certFile, append(certPEM, ca.CertPEM...), 0o600); err != nil {
+	if opts.IssuerURL == "" {
+		certPEM = append(certPEM, ca.CertPEM...)
+	}
+	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
@@ -153,8 +164,7 @@ func (f *ocspFixture) stapled(t *testing.T) int {
 	if c.OCSPStaple == nil {
 		return -1
 	}
-	issuer, _ := x509.ParseCertificate(c.Certificate[1])
-	r, err := ocsp.ParseResponseForCert(c.OCSPStaple, c.Leaf, issuer)
+	r, err := ocsp.ParseResponseForCert(c.OCSPStaple, c.Leaf, f.resp.ca.Cert)
 	if err != nil {
 		t.Fatalf("stapled response does not parse: %v", err)
 	}
@@ -375,6 +385,17 @@ func TestOCSPResponseFromAnotherCARefused(t *testing.T) {
 		}
 		if st := f.m.Status()[0]; !strings.Contains(st.OCSP.LastError, "signature") {
 			t.Errorf("Status()[0].OCSP.LastError = %q, want a bad signature", st.OCSP.LastError)
+		}
+	})
+}
+
+// A file holding the leaf alone gets its issuer from the leaf's issuer URL.
+func TestOCSPIssuerFetchedFromIssuerURL(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newOCSPFixture(t, testcert.LeafOptions{OCSPServer: "http://ocsp.test/", IssuerURL: "http://ocsp.test/issuer.der"})
+		f.run(t)
+		if got := f.stapled(t); got != ocsp.Good {
+			t.Errorf("staple = %d, want good\n%s", got, f.log())
 		}
 	})
 }

@@ -47,6 +47,8 @@ type certFlags struct {
 	echRotateInterval *time.Duration
 	echGrace          *time.Duration
 
+	ocspRefreshInterval *time.Duration
+
 	etcd        func() etcdclient.Options // --etcd-* (etcdflags.go)
 	etcdLockTTL *time.Duration
 }
@@ -93,6 +95,9 @@ func addCertFlags(fs *flagSet) *certFlags {
 		echRotateInterval: durationFlag(fs, "ech-rotate-interval", 30*24*time.Hour, "how long an ECH key is the published one before a new key replaces it"),
 		echGrace:          durationFlag(fs, "ech-grace", 7*24*time.Hour, "how long a replaced ECH key is still accepted (cover the HTTPS record's TTL and the time to publish)"),
 
+		ocspRefreshInterval: durationFlag(fs, "ocsp-refresh-interval", 0,
+			"longest time an OCSP response stapled to --cert is used before a fresh one is fetched (0: half-way to its next update); failed fetches are retried at most this far apart"),
+
 		etcd:        addEtcdFlags(fs),
 		etcdLockTTL: addEtcdLockTTLFlag(fs),
 	}
@@ -135,6 +140,7 @@ func (cf *certFlags) config(log *slog.Logger, reg prometheus.Registerer) certs.C
 		ECHPublicName:         *cf.ech,
 		ECHRotateInterval:     *cf.echRotateInterval,
 		ECHGrace:              *cf.echGrace,
+		OCSPRefreshInterval:   *cf.ocspRefreshInterval,
 		Logger:                log,
 		Registerer:            reg,
 	}
