@@ -145,11 +145,11 @@ func (o *stapler) set(file string, c *tls.Certificate, names []string) {
 		t = &ocspTarget{cert: c, leaf: leaf, issuer: issuerIn(c), file: file, names: names,
 			st: OCSPStatus{Responder: leaf.OCSPServer[0], MustStaple: must}}
 	}
-	o.mu.Lock()
-	o.target = t
-	o.mu.Unlock()
 	o.staple.Store(nil)
 	if t == nil {
+		o.mu.Lock()
+		o.target = nil
+		o.mu.Unlock()
 		problem := ""
 		if must {
 			problem = "must-staple certificate names no OCSP responder: clients that enforce must-staple refuse it"
@@ -160,7 +160,10 @@ func (o *stapler) set(file string, c *tls.Certificate, names []string) {
 		}
 		return
 	}
-	o.report(t)
+	o.report(t) // before the run loop can see t: from then on only it touches t.st
+	o.mu.Lock()
+	o.target = t
+	o.mu.Unlock()
 	select {
 	case o.wake <- struct{}{}:
 	default:

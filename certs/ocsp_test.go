@@ -97,6 +97,10 @@ type ocspFixture struct {
 	src  *staticSource
 	resp *fakeResponder
 	reg  *prometheus.Registry
+	ca   *testcert.CA
+
+	certFile, keyFile string
+
 	mu   sync.Mutex
 	logs bytes.Buffer
 }
@@ -119,7 +123,8 @@ func newOCSPFixture(t *testing.T, opts testcert.LeafOptions) *ocspFixture {
 	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f := &ocspFixture{resp: &fakeResponder{ca: ca, validity: time.Hour, status: ocsp.Good}, reg: prometheus.NewRegistry()}
+	f := &ocspFixture{resp: &fakeResponder{ca: ca, validity: time.Hour, status: ocsp.Good}, reg: prometheus.NewRegistry(),
+		ca: ca, certFile: certFile, keyFile: keyFile}
 	var err error
 	f.m, err = New(Config{CertFile: certFile, KeyFile: keyFile, Registerer: f.reg,
 		Logger: slog.New(slog.NewJSONHandler(&syncWriter{w: &f.logs, mu: &f.mu}, nil))})
@@ -385,6 +390,42 @@ func TestOCSPResponseFromAnotherCARefused(t *testing.T) {
 		}
 		if st := f.m.Status()[0]; !strings.Contains(st.OCSP.LastError, "signature") {
 			t.Errorf("Status()[0].OCSP.LastError = %q, want a bad signature", st.OCSP.LastError)
+		}
+	})
+}
+
+// A replaced file takes its own OCSP state: none for a leaf without a
+// responder, a fresh fetch for one with.
+func TestOCSPStateFollowsReload(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newOCSPFixture(t, testcert.LeafOptions{OCSPServer: "http://ocsp.test/"})
+		f.run(t)
+		replace := func(opts testcert.LeafOptions) {
+			t.Helper()
+			c, k := f.ca.LeafWith(t, opts, "a.example")
+			os.WriteFile(f.certFile, append(c, f.ca.CertPEM...), 0o600)
+			os.WriteFile(f.keyFile, k, 0o600)
+			if err := f.m.Reload(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			synctest.Wait()
+		}
+		replace(testcert.LeafOptions{})
+		if got := f.stapled(t); got != -1 {
+			t.Errorf("staple after replacing with a leaf without a responder = %d, want none", got)
+		}
+		if st := f.m.Status()[0]; st.OCSP != nil {
+			t.Errorf("Status()[0].OCSP = %+v, want nil", st.OCSP)
+		}
+		if n := testutil.CollectAndCount(f.src.metrics.ocspStapled); n != 0 {
+			t.Errorf("%d ocsp_stapled series, want none", n)
+		}
+		replace(testcert.LeafOptions{OCSPServer: "http://ocsp.test/"})
+		if got := f.stapled(t); got != ocsp.Good {
+			t.Errorf("staple after replacing with a leaf with a responder = %d, want good", got)
+		}
+		if n := f.resp.count(); n != 2 {
+			t.Errorf("%d fetches, want 2 (one per leaf with a responder)", n)
 		}
 	})
 }
