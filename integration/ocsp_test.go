@@ -47,12 +47,8 @@ func newOCSPResponder(t *testing.T, ca *testcert.CA) *ocspResponder {
 			t.Fatal(err)
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.addr = l.Addr().String()
-	l.Close() // the URL in the leaf needs the port up front; start binds it again
+	// The URL in the leaf needs the port up front; start binds it.
+	r.addr = fmt.Sprintf("127.0.0.1:%d", pickPort(t))
 	t.Cleanup(r.stop)
 	return r
 }
