@@ -288,6 +288,29 @@ func TestUpgradeTunnels(t *testing.T) {
 	}
 }
 
+// When both directions of an upgraded connection end together (the client
+// half-closes, the app answers by closing), the tunnel must end too: it
+// once waited for a third end of two pipes, and the handler never returned.
+func TestUpgradeTunnelEndsWhenBothSidesClose(t *testing.T) {
+	skipShort(t)
+	e := startProxy(t)
+	c := e.tlsConn(t)
+	fmt.Fprint(c, "GET /upgrade?both-close HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	br := bufio.NewReader(c)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v", err)
+	}
+	c.CloseWrite()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(br); err != nil {
+		t.Fatalf("reading to the end: %v", err)
+	}
+	line := e.px.waitLog(5*time.Second, `"path":"/upgrade"`)
+	if !strings.Contains(line, `"status":101`) {
+		t.Errorf("access log: %s", line)
+	}
+}
+
 func TestStreamingIsUnbuffered(t *testing.T) {
 	skipShort(t)
 	e := startProxy(t)

@@ -160,20 +160,25 @@ func (ex *exchange) tunnel(head *respHead) {
 	}
 	go pipe(up, client)
 	go pipe(&bytesCounter{Conn: client, n: &rw.bytes}, up)
+	left := 2 // pipes still running
 	select {
 	case <-done:
+		left--
 	case <-r.Context().Done():
 	}
 	// One side has finished: give the other a moment to drain, then cut.
 	t := time.NewTimer(time.Second)
 	select {
 	case <-done:
+		left--
 	case <-t.C:
 	}
 	t.Stop()
 	client.Close()
 	c.nc.Close()
-	<-done
+	for ; left > 0; left-- {
+		<-done
+	}
 }
 
 // bytesCounter counts what a tunnel sends to the client, for the access log.
