@@ -931,7 +931,7 @@ func TestMetricsAndAccessLog(t *testing.T) {
 	}
 	_, metrics, _ := get(t, plainClient, "http://"+e.admin+"/metrics")
 	for _, series := range []string{
-		`outrider_proxy_requests_total{code="200",method="GET"}`,
+		`outrider_proxy_requests_total{code="200",method="GET",proto="http2"}`,
 		`outrider_proxy_request_duration_seconds_count`,
 		`outrider_proxy_upstream_duration_seconds_count`,
 		`outrider_proxy_open_connections`,

@@ -44,8 +44,9 @@ type exchange struct {
 	host   string // the public host: Host, or the SNI name without one
 	target string // origin-form request target as the client sent it
 
-	upgrade string // protocol the client asks to upgrade to (HTTP/1.1 only)
-	expect  bool   // the client sent Expect: 100-continue
+	upgrade string    // protocol the client asks to upgrade to (HTTP/1.1, or extended CONNECT)
+	xc      *xconnect // an extended CONNECT's stream; nil for any other request
+	expect  bool      // the client sent Expect: 100-continue
 	hasBody bool
 	small   []byte // the whole body, read ahead; nil when it streams
 
@@ -395,7 +396,7 @@ func contains(list []string, s string) bool {
 func (ex *exchange) relay(head *respHead) {
 	h, r, rw, c := ex.h, ex.r, ex.rw, ex.c
 	c.noteResponse(head)
-	if head.code == http.StatusSwitchingProtocols {
+	if head.code == http.StatusSwitchingProtocols || ex.xc != nil && head.code < 300 {
 		ex.tunnel(head)
 		return
 	}

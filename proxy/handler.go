@@ -25,6 +25,7 @@ type handler struct {
 	log        *slog.Logger
 	hsts       string         // Strict-Transport-Security value, or ""
 	errorPages map[int][]byte // --error-pages, by status code
+	altSvc     []string       // the Alt-Svc value announcing HTTP/3, or nil
 
 	// watch cuts stalled response writes while Serve runs; without it each
 	// write arms its own deadline. See respWriter.
@@ -49,6 +50,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer rw.release() // runs after finish
 	defer h.finish(rw, r, start)
+	if h.altSvc != nil && r.ProtoMajor < 3 {
+		rw.Header()["Alt-Svc"] = h.altSvc
+	}
 	if r.ProtoMajor == 1 {
 		if ci, _ := r.Context().Value(connInfoKey{}).(*connInfo); ci != nil && ci.h1 != nil {
 			if r.TLS == nil {
@@ -82,6 +86,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	target, ok := originForm(r.RequestURI)
 	switch {
 	case r.Method == http.MethodConnect:
+		if proto := connectProtocol(r); proto != "" && ok {
+			// Extended CONNECT: a WebSocket over an HTTP/2 or HTTP/3 stream.
+			h.forwardExtendedConnect(rw, r, host, target, proto)
+			return
+		}
 		// Only a forward proxy tunnels; an app may answer 200 and leave
 		// the client believing it has one.
 		rw.Header()["Allow"] = []string{"GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"}
@@ -196,7 +205,7 @@ func (h *handler) finish(rw *respWriter, r *http.Request, start time.Time) {
 	}
 	end := time.Now()
 	d := end.Sub(start).Seconds()
-	h.metrics.request(status, r.Method).Inc()
+	h.metrics.request(status, r.Method, r.ProtoMajor).Inc()
 	h.metrics.duration.Observe(d)
 	var upstream float64
 	if rw.upstreamErr == "" && !rw.headerAt.IsZero() {

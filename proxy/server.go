@@ -26,6 +26,7 @@ type Server struct {
 	handler *handler
 
 	httpsLn, httpLn net.Listener
+	udpConn         *net.UDPConn // HTTP/3, when on
 }
 
 // New validates cfg and builds the server. It opens no sockets.
@@ -51,10 +52,19 @@ func (s *Server) Listen() error {
 		return fmt.Errorf("https listener: %w", err)
 	}
 	s.httpsLn = ln
+	if s.cfg.HTTP3 {
+		if err := s.listenUDP(); err != nil {
+			s.httpsLn.Close()
+			return err
+		}
+	}
 	if s.cfg.HTTPListen != "" {
 		ln, err := net.Listen("tcp", s.cfg.HTTPListen)
 		if err != nil {
 			s.httpsLn.Close()
+			if s.udpConn != nil {
+				s.udpConn.Close()
+			}
 			return fmt.Errorf("http listener: %w", err)
 		}
 		s.httpLn = ln
@@ -170,12 +180,23 @@ func (s *Server) Serve(ctx context.Context) error {
 		<-sweepDone
 	}()
 
+	var h3 *h3Server
+	if s.udpConn != nil {
+		var err error
+		if h3, err = s.newH3Server(tlsCfg); err != nil {
+			return err
+		}
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	conns := newConnQueue(s.httpsLn.Addr())
 	g.Go(func() error { return ignoreClosed(https.Serve(conns)) })
 	g.Go(func() error { return s.acceptTLS(gctx, s.httpsLn, tlsCfg, conns) })
 	if redirect != nil {
 		g.Go(func() error { return ignoreClosed(redirect.Serve(s.httpLn)) })
+	}
+	if h3 != nil {
+		g.Go(h3.serve)
 	}
 	g.Go(func() error {
 		<-gctx.Done()
@@ -184,7 +205,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 		defer cancel()
 		var wg sync.WaitGroup
-		var errs [2]error
+		var errs [3]error
+		if h3 != nil {
+			wg.Go(func() { errs[2] = h3.shutdown(sctx) })
+		}
 		for i, srv := range []*http.Server{https, redirect} {
 			if srv == nil {
 				continue

@@ -105,6 +105,10 @@ func (ex *exchange) finishSender() bool {
 // taken over from net/http and joined to the app's until either side
 // closes it, or no byte moves in either direction for the idle timeout.
 func (ex *exchange) tunnel(head *respHead) {
+	if ex.xc != nil {
+		ex.tunnelStream(head) // HTTP/2 or HTTP/3: the stream is the tunnel
+		return
+	}
 	h, r, rw, c := ex.h, ex.r, ex.rw, ex.c
 	ex.setConn(nil)
 	if ex.upgrade == "" || head.upgrade == "" {

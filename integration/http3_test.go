@@ -1,0 +1,414 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// HTTP/3 end to end: quic-go's own client against the outrider binary.
+
+// h3Addr returns the proxy's HTTP/3 (UDP) address from its listening line.
+func (e *proxyEnv) h3Addr(t *testing.T) string {
+	t.Helper()
+	return e.px.addr("http3_addr")
+}
+
+// h3Client returns an HTTP/3 client that reaches the proxy whatever the URL's
+// host, trusting the test CA. Close its transport in t.Cleanup.
+func (e *proxyEnv) h3Client(t *testing.T) (*http.Client, *http3.Transport) {
+	t.Helper()
+	addr := e.h3Addr(t)
+	tr := &http3.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: e.ca.Pool()},
+		Dial: func(ctx context.Context, _ string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
+			return quic.DialAddr(ctx, addr, tlsCfg, cfg)
+		},
+	}
+	t.Cleanup(func() { tr.Close() })
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, tr
+}
+
+// dialH3 opens a raw HTTP/3 client connection to the proxy.
+func (e *proxyEnv) dialH3(t *testing.T) *http3.ClientConn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	qc, err := quic.DialAddr(ctx, e.h3Addr(t), &tls.Config{RootCAs: e.ca.Pool(), ServerName: "app.example", NextProtos: []string{http3.NextProtoH3}}, nil)
+	if err != nil {
+		t.Fatalf("QUIC dial: %v", err)
+	}
+	t.Cleanup(func() { qc.CloseWithError(0, "") })
+	return (&http3.Transport{}).NewClientConn(qc)
+}
+
+func TestHTTP3ServesTheSameRequestPath(t *testing.T) {
+	skipShort(t)
+	e := startProxy(t, "--max-body-bytes", "1000")
+	h3, _ := e.h3Client(t)
+	_, port, _ := net.SplitHostPort(e.h3Addr(t))
+
+	t.Run("GET over h3 with forwarding headers", func(t *testing.T) {
+		resp, err := h3.Get("https://app.example/echo?x=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var got echo
+		json.NewDecoder(resp.Body).Decode(&got)
+		if resp.StatusCode != 200 || resp.Proto != "HTTP/3.0" {
+			t.Fatalf("GET = %d %s, want 200 HTTP/3.0", resp.StatusCode, resp.Proto)
+		}
+		if got.Method != "GET" || got.Host != "app.example" || got.Proto != "HTTP/1.1" {
+			t.Errorf("app saw %s %s %s, want GET app.example HTTP/1.1", got.Method, got.Host, got.Proto)
+		}
+		if xf := got.Header["X-Forwarded-Proto"]; len(xf) != 1 || xf[0] != "https" {
+			t.Errorf("X-Forwarded-Proto = %q", xf)
+		}
+		if xf := got.Header["X-Forwarded-For"]; len(xf) != 1 || xf[0] != "127.0.0.1" {
+			t.Errorf("X-Forwarded-For = %q", xf)
+		}
+		// HTTP/3 has no header for "no body": a GET must still reach the app
+		// as one without a body, not as a chunked one.
+		if len(got.TransferEncoding) != 0 || got.ContentLength != 0 {
+			t.Errorf("GET reached the app with Transfer-Encoding %q, Content-Length %d", got.TransferEncoding, got.ContentLength)
+		}
+		if v := resp.Header.Get("Alt-Svc"); v != "" {
+			t.Errorf("HTTP/3 response carries Alt-Svc %q", v)
+		}
+	})
+
+	t.Run("Alt-Svc on HTTP/1.1 and HTTP/2", func(t *testing.T) {
+		want := `h3=":` + port + `"`
+		for _, c := range []*http.Client{e.h1, e.h2} {
+			_, _, hdr := get(t, c, "https://app.example/")
+			if v := hdr.Get("Alt-Svc"); !strings.HasPrefix(v, want+";") {
+				t.Errorf("Alt-Svc = %q, want %s; ma=…", v, want)
+			}
+		}
+	})
+
+	t.Run("legacy rewrites", func(t *testing.T) {
+		resp, err := h3.Get("https://app.example/redirect?to=http://app.example/next")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if loc := resp.Header.Get("Location"); loc != "https://app.example/next" {
+			t.Errorf("Location = %q, want https://app.example/next", loc)
+		}
+		resp, err = h3.Get("https://app.example/cookie")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		for _, c := range resp.Header["Set-Cookie"] {
+			if !strings.Contains(c, "Secure") {
+				t.Errorf("Set-Cookie without Secure: %q", c)
+			}
+		}
+	})
+
+	t.Run("body limit", func(t *testing.T) {
+		resp, err := h3.Post("https://app.example/upload", "application/octet-stream", strings.NewReader(strings.Repeat("x", 2000)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("2000-byte POST with --max-body-bytes 1000 = %d, want 413", resp.StatusCode)
+		}
+	})
+
+	t.Run("unknown name", func(t *testing.T) {
+		resp, err := h3.Get("https://other.example/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusMisdirectedRequest {
+				t.Errorf("GET other.example = %d, want 421", resp.StatusCode)
+			}
+		}
+	})
+
+	t.Run("access log and metrics by protocol", func(t *testing.T) {
+		line := e.px.waitLog(10*time.Second, `"proto":"HTTP/3.0"`)
+		if !strings.Contains(line, `"msg":"request"`) {
+			t.Errorf("access log line: %s", line)
+		}
+		_, metrics, _ := get(t, plainClient, "http://"+e.admin+"/metrics")
+		for _, series := range []string{
+			`outrider_proxy_requests_total{code="200",method="GET",proto="http3"}`,
+			`outrider_proxy_requests_total{code="200",method="GET",proto="http2"}`,
+			`outrider_proxy_requests_total{code="200",method="GET",proto="http1"}`,
+		} {
+			if metricValue(metrics, series) < 1 {
+				t.Errorf("/metrics lacks %s:\n%s", series, grepLines(metrics, "requests_total"))
+			}
+		}
+	})
+}
+
+func TestHTTP3LargeStreamedPOST(t *testing.T) {
+	skipShort(t)
+	e := startProxy(t)
+	h3, _ := e.h3Client(t)
+	const size = 32 << 20
+	// No Content-Length: the body streams, the app sees it chunked.
+	src := io.LimitReader(rand.Reader, size)
+	sum := sha256.New()
+	body := struct{ io.Reader }{io.TeeReader(src, sum)}
+	resp, err := h3.Post("https://app.example/upload", "application/octet-stream", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got struct {
+		Bytes  int64  `json:"bytes"`
+		SHA256 string `json:"sha256"`
+	}
+	json.NewDecoder(resp.Body).Decode(&got)
+	if resp.StatusCode != 200 || got.Bytes != size || got.SHA256 != hex.EncodeToString(sum.Sum(nil)) {
+		t.Errorf("POST 32 MiB = %d, app got %d bytes %s, want %d %x", resp.StatusCode, got.Bytes, got.SHA256, size, sum.Sum(nil))
+	}
+}
+
+func TestHTTP3ServerSentEvents(t *testing.T) {
+	skipShort(t)
+	e := startProxy(t)
+	h3, _ := e.h3Client(t)
+	resp, err := h3.Get("https://app.example/sse?n=3&interval=300ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || ct != "text/event-stream" {
+		t.Fatalf("GET /sse = %d %q", resp.StatusCode, ct)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	var at []time.Time
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "data: ") {
+			at = append(at, time.Now())
+		}
+	}
+	if len(at) != 3 {
+		t.Fatalf("got %d events, want 3 (%v)", len(at), sc.Err())
+	}
+	// Each event arrives as it is sent, not all at the end.
+	if gap := at[2].Sub(at[0]); gap < 400*time.Millisecond {
+		t.Errorf("events arrived %v apart: buffered, not streamed", gap)
+	}
+}
+
+func TestHTTP3CertificateRotationDuringOpenConnection(t *testing.T) {
+	skipShort(t)
+	e := startProxy(t)
+	h3, _ := e.h3Client(t)
+	serialOf := func(c *http.Client) string {
+		t.Helper()
+		resp, err := c.Get("https://app.example/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.TLS == nil {
+			t.Fatalf("GET = %d, TLS %v", resp.StatusCode, resp.TLS != nil)
+		}
+		return resp.TLS.PeerCertificates[0].SerialNumber.String()
+	}
+	before := serialOf(h3)
+	c, k := e.ca.Leaf(t, time.Now().Add(24*time.Hour), "app.example", "localhost", "127.0.0.1")
+	dir := filepath.Dir(e.certFile)
+	os.WriteFile(filepath.Join(dir, "cert.pem.tmp"), c, 0o644)
+	os.WriteFile(filepath.Join(dir, "key.pem.tmp"), k, 0o600)
+	os.Rename(filepath.Join(dir, "key.pem.tmp"), e.keyFile)
+	os.Rename(filepath.Join(dir, "cert.pem.tmp"), e.certFile)
+	var after string
+	waitFor(t, 15*time.Second, func() error {
+		fresh, _ := e.h3Client(t)
+		if after = serialOf(fresh); after == before {
+			return fmt.Errorf("a new HTTP/3 connection still gets certificate %s", after)
+		}
+		return nil
+	})
+	// The connection opened before the rotation goes on with its own.
+	if got := serialOf(h3); got != before {
+		t.Errorf("the open HTTP/3 connection now reports certificate %s, want %s", got, before)
+	}
+}
+
+func TestHTTP3GracefulShutdown(t *testing.T) {
+	skipShort(t)
+	e := startProxy(t, "--shutdown-timeout", "10s")
+	h3, _ := e.h3Client(t)
+	if code, _, _ := get(t, h3, "https://app.example/"); code != 200 {
+		t.Fatalf("GET = %d", code)
+	}
+	slow := getAsync(h3, "https://app.example/slow?delay=1500ms")
+	e.waitAppSaw(t, "/slow")
+	start := time.Now()
+	e.px.signal(os.Interrupt)
+	r := <-slow
+	if r.err != nil || r.code != 200 || r.body != "slow response done\n" {
+		t.Errorf("in-flight HTTP/3 request during shutdown = %d %q, %v", r.code, r.body, r.err)
+	}
+	if code := e.px.wait(15 * time.Second); code != 0 {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	e.px.stopped = true
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("shutdown took %v with nothing left in flight", d)
+	}
+}
+
+// quicInitial builds a QUIC v1 Initial packet with a random destination
+// connection ID and no token, padded to 1200 bytes (RFC 9000 §14.1). Its
+// payload is not a real ClientHello: a server decides on Retry from the
+// header alone, before it decrypts anything.
+func quicInitial() []byte {
+	p := []byte{0xc0, 0, 0, 0, 1} // long header, Initial, version 1
+	dcid := make([]byte, 8)
+	rand.Read(dcid)
+	p = append(p, byte(len(dcid)))
+	p = append(p, dcid...)
+	p = append(p, 8, 1, 2, 3, 4, 5, 6, 7, 8) // source connection ID
+	p = append(p, 0)                         // token length
+	rest := 1200 - len(p) - 2
+	p = append(p, 0x40|byte(rest>>8), byte(rest)) // length, 2-byte varint
+	pad := make([]byte, rest)
+	rand.Read(pad)
+	return append(p, pad...)
+}
+
+func TestHTTP3InitialFloodAnsweredWithRetry(t *testing.T) {
+	skipShort(t)
+	e := startProxy(t)
+	target, err := net.ResolveUDPAddr("udp", e.h3Addr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each Initial from its own source port, as a spoofed flood looks:
+	// none will ever complete a handshake.
+	const n = 600
+	socks := make([]*net.UDPConn, 0, n)
+	defer func() {
+		for _, s := range socks {
+			s.Close()
+		}
+	}()
+	for range n {
+		s, err := net.DialUDP("udp", nil, target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		socks = append(socks, s)
+		s.Write(quicInitial())
+	}
+	var retries, others atomic.Int64
+	var wg sync.WaitGroup
+	for _, s := range socks {
+		wg.Go(func() {
+			buf := make([]byte, 2048)
+			s.SetReadDeadline(time.Now().Add(time.Second))
+			n, err := s.Read(buf)
+			switch {
+			case err != nil:
+			case n > 0 && buf[0]&0xf0 == 0xf0: // long header, type Retry
+				retries.Add(1)
+			default:
+				others.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	_, metrics, _ := get(t, plainClient, "http://"+e.admin+"/metrics")
+	// The first quicConnsPerIP/2 (64) from one address go without a Retry;
+	// the rest are all refused state. quic-go sends Retries from a short
+	// queue and drops the rest of a burst: a flood costs it nothing more.
+	if v := metricValue(metrics, "outrider_proxy_quic_retries_total"); v < n-64 {
+		t.Errorf("outrider_proxy_quic_retries_total = %v after %d Initials, want ≥ %d", v, n, n-64)
+	}
+	if retries.Load() == 0 || others.Load() != 0 {
+		t.Errorf("the flood got %d Retries and %d other answers back, want only Retries", retries.Load(), others.Load())
+	}
+	// Paced, every further unvalidated Initial is answered with a Retry.
+	for i := range 20 {
+		s, err := net.DialUDP("udp", nil, target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Write(quicInitial())
+		s.SetReadDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 2048)
+		n, err := s.Read(buf)
+		s.Close()
+		if err != nil || n == 0 || buf[0]&0xf0 != 0xf0 {
+			t.Fatalf("Initial %d after the flood: %d bytes (%x…), %v; want a Retry", i, n, buf[:min(n, 4)], err)
+		}
+	}
+	// A real client still gets in (through a Retry if need be).
+	h3, _ := e.h3Client(t)
+	if code, _, _ := get(t, h3, "https://app.example/"); code != 200 {
+		t.Errorf("GET after the flood = %d", code)
+	}
+}
+
+func TestHTTP3EndlessStreamOpenerIsCapped(t *testing.T) {
+	skipShort(t)
+	e := startProxy(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	qc, err := quic.DialAddr(ctx, e.h3Addr(t), &tls.Config{RootCAs: e.ca.Pool(), ServerName: "app.example", NextProtos: []string{http3.NextProtoH3}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qc.CloseWithError(0, "")
+	// Streams that never send a request: the client may open only as many
+	// as the server grants, however many it tries.
+	opened := 0
+	for opened < 10000 {
+		str, err := qc.OpenStream()
+		if err != nil {
+			if !errors.Is(err, &quic.StreamLimitReachedError{}) {
+				t.Fatalf("after %d streams: %v, want a stream limit", opened, err)
+			}
+			break
+		}
+		str.Write([]byte{0x01}) // a HEADERS frame type, and nothing more
+		opened++
+	}
+	if opened != 100 {
+		t.Errorf("opened %d streams, want the cap of 100", opened)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer wcancel()
+	if _, err := qc.OpenStreamSync(wctx); err == nil {
+		t.Error("a stream beyond the cap was granted while the others stay open")
+	}
+	// Everyone else is served meanwhile.
+	h3, _ := e.h3Client(t)
+	if code, _, _ := get(t, h3, "https://app.example/"); code != 200 {
+		t.Errorf("GET from another client = %d", code)
+	}
+}
