@@ -412,3 +412,174 @@ func TestHTTP3EndlessStreamOpenerIsCapped(t *testing.T) {
 		t.Errorf("GET from another client = %d", code)
 	}
 }
+
+// initialOnly drops every datagram a QUIC client sends that carries
+// anything but Initial packets, so that the server never sees the client's
+// address validated (RFC 9000 §8.1), and counts the bytes each way.
+type initialOnly struct {
+	net.PacketConn
+	sent, received atomic.Int64
+}
+
+func (c *initialOnly) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if !onlyInitialPackets(p) {
+		return len(p), nil
+	}
+	c.sent.Add(int64(len(p)))
+	return c.PacketConn.WriteTo(p, addr)
+}
+
+func (c *initialOnly) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, addr, err := c.PacketConn.ReadFrom(p)
+	c.received.Add(int64(n))
+	return n, addr, err
+}
+
+// onlyInitialPackets walks the coalesced packets of a datagram.
+func onlyInitialPackets(d []byte) bool {
+	for len(d) > 0 {
+		typ := d[0] >> 4 & 0x3
+		if d[0]&0x80 == 0 || typ != 0 || len(d) < 7 {
+			return false // a short header (1-RTT), or Handshake, 0-RTT, Retry
+		}
+		i := 5
+		i += 1 + int(d[i]) // destination connection ID
+		if i >= len(d) {
+			return false
+		}
+		i += 1 + int(d[i]) // source connection ID
+		if i >= len(d) {
+			return false
+		}
+		n, w := quicVarint(d[i:]) // token
+		i += w + int(n)
+		n, w = quicVarint(d[min(i, len(d)):])
+		if w == 0 {
+			return false
+		}
+		i += w + int(n)
+		if i > len(d) {
+			return false
+		}
+		d = d[i:]
+	}
+	return true
+}
+
+// quicVarint decodes a QUIC variable-length integer (RFC 9000 §16).
+func quicVarint(b []byte) (uint64, int) {
+	if len(b) == 0 {
+		return 0, 0
+	}
+	w := 1 << (b[0] >> 6)
+	if len(b) < w {
+		return 0, 0
+	}
+	v := uint64(b[0] & 0x3f)
+	for _, x := range b[1:w] {
+		v = v<<8 | uint64(x)
+	}
+	return v, w
+}
+
+func TestHTTP3AmplificationLimit(t *testing.T) {
+	skipShort(t)
+	e := startProxy(t)
+	t.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true") // initialOnly is not a *net.UDPConn
+	target, _ := net.ResolveUDPAddr("udp", e.h3Addr(t))
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &initialOnly{PacketConn: pc}
+	tr := &quic.Transport{Conn: c}
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	// The client may think its handshake done (it has the server's
+	// Finished); the server never hears more than Initials. Watch what it
+	// sends, retransmissions included, until ctx is done.
+	if qc, err := tr.Dial(ctx, target, &tls.Config{RootCAs: e.ca.Pool(), ServerName: "app.example", NextProtos: []string{http3.NextProtoH3}}, nil); err == nil {
+		defer qc.CloseWithError(0, "")
+	}
+	<-ctx.Done()
+	sent, got := c.sent.Load(), c.received.Load()
+	// quic-go checks the budget before each packet (sent < 3 × received),
+	// so the last one may pass it by up to one packet.
+	const onePacket = 1500
+	if sent == 0 || got == 0 || got > 3*sent+onePacket {
+		t.Errorf("server sent %d bytes to an unvalidated address that sent %d; want at most 3× (RFC 9000 §8.1)", got, sent)
+	}
+	t.Logf("unvalidated client sent %d bytes, server answered %d (%.2f×)", sent, got, float64(got)/float64(sent))
+}
+
+func TestHTTP3ConnectionsPerClientCapped(t *testing.T) {
+	skipShort(t)
+	e := startProxy(t)
+	target, _ := net.ResolveUDPAddr("udp", e.h3Addr(t))
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: pc}
+	defer tr.Close()
+	tlsCfg := &tls.Config{RootCAs: e.ca.Pool(), ServerName: "app.example", NextProtos: []string{http3.NextProtoH3}}
+	dial := func() (*quic.Conn, error) {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		return tr.Dial(ctx, target, tlsCfg, nil)
+	}
+	// One address may hold 128 connections (past 64, each proves its
+	// address with a Retry first, which quic-go's client answers).
+	var conns []*quic.Conn
+	for i := range 128 {
+		c, err := dial()
+		if err != nil {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+		conns = append(conns, c)
+	}
+	if c, err := dial(); err == nil {
+		c.CloseWithError(0, "")
+		t.Fatal("connection 129 from one address was accepted")
+	}
+	// One closed makes room for another.
+	conns[0].CloseWithError(0, "")
+	waitFor(t, 10*time.Second, func() error {
+		c, err := dial()
+		if err != nil {
+			return err
+		}
+		conns[0] = c
+		return nil
+	})
+	for _, c := range conns {
+		c.CloseWithError(0, "")
+	}
+	_, metrics, _ := get(t, plainClient, "http://"+e.admin+"/metrics")
+	if v := metricValue(metrics, "outrider_proxy_quic_refused_total"); v < 1 {
+		t.Errorf("outrider_proxy_quic_refused_total = %v, want ≥ 1", v)
+	}
+}
+
+func TestHTTP3IdleConnectionClosed(t *testing.T) {
+	skipShort(t)
+	e := startProxy(t, "--idle-timeout", "1s")
+	cc := e.dialH3(t)
+	req, _ := http.NewRequest(http.MethodGet, "https://app.example/", nil)
+	resp, err := cc.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	start := time.Now()
+	select {
+	case <-cc.Context().Done():
+		if d := time.Since(start); d < 500*time.Millisecond {
+			t.Errorf("idle connection closed after %v, before --idle-timeout 1s", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("idle HTTP/3 connection still open 10s after --idle-timeout 1s")
+	}
+}
