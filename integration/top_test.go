@@ -256,16 +256,14 @@ type devtools struct {
 
 var devtoolsURL = regexp.MustCompile(`DevTools listening on (ws://\S+)`)
 
-// devtoolsPage starts headless Chromium on url and connects to the page
-// target over the DevTools protocol.
-func devtoolsPage(t *testing.T, chromium, url string) *devtools {
+// devtoolsPage starts headless Chromium on url, with extra flags, and
+// connects to the page target over the DevTools protocol.
+func devtoolsPage(t *testing.T, chromium, url string, extra ...string) *devtools {
 	t.Helper()
-	p := start(t, procSpec{
-		name: "chromium", bin: chromium, noReady: true,
-		args: []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-			"--disable-component-update", "--disable-sync", "--no-first-run", "--user-data-dir=" + t.TempDir(),
-			"--remote-debugging-port=0", "--window-size=1280,800", url},
-	})
+	args := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+		"--disable-component-update", "--disable-sync", "--no-first-run", "--user-data-dir=" + t.TempDir(),
+		"--remote-debugging-port=0", "--window-size=1280,800"}
+	p := start(t, procSpec{name: "chromium", bin: chromium, noReady: true, args: append(append(args, extra...), url)})
 	t.Cleanup(p.kill) // runs before start's SIGINT check: Chromium's exit code is not ours to assert
 	line, err := p.waitLine(30*time.Second, devtoolsURL.MatchString)
 	if err != nil {
