@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outrider-dev/outrider/internal/testcert"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 )
@@ -582,4 +583,45 @@ func TestHTTP3IdleConnectionClosed(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Error("idle HTTP/3 connection still open 10s after --idle-timeout 1s")
 	}
+}
+
+func TestHTTP3OffAndBadInput(t *testing.T) {
+	skipShort(t)
+	t.Run("--http3=false", func(t *testing.T) {
+		e := startProxy(t, "--http3=false")
+		if v, _ := e.px.ready["http3_addr"].(string); v != "" {
+			t.Errorf("http3_addr %q with --http3=false", v)
+		}
+		if _, _, hdr := get(t, e.h2, "https://app.example/"); hdr.Get("Alt-Svc") != "" {
+			t.Errorf("Alt-Svc %q with HTTP/3 off", hdr.Get("Alt-Svc"))
+		}
+	})
+	oneLine := func(t *testing.T, code int, want string, args ...string) {
+		t.Helper()
+		p := start(t, procSpec{name: "outrider", bin: bins.outrider, args: args, noReady: true, exitCode: code})
+		p.stopped = true
+		if got := p.wait(20 * time.Second); got != code {
+			t.Errorf("exit code %d, want %d", got, code)
+		}
+		// The error is the last line (log lines may come before it).
+		out := strings.TrimSpace(p.output())
+		last := out[strings.LastIndex(out, "\n")+1:]
+		if !strings.HasPrefix(last, "outrider proxy: ") || !strings.Contains(last, want) || strings.Contains(out, "goroutine") {
+			t.Errorf("want an error line naming %q, got:\n%s", want, out)
+		}
+	}
+	t.Run("not a boolean", func(t *testing.T) {
+		oneLine(t, 2, "--http3", "proxy", "--http3=maybe", "--upstream", "http://127.0.0.1:1")
+	})
+	t.Run("UDP port taken", func(t *testing.T) {
+		udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer udp.Close()
+		ca := testcert.NewCA(t)
+		cf, kf := ca.LeafFiles(t, t.TempDir(), "app.example")
+		oneLine(t, 1, "--http3=false", "proxy", "--listen", udp.LocalAddr().String(), "--http-listen", "",
+			"--admin-listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1", "--cert", cf, "--key", kf)
+	})
 }

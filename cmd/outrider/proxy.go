@@ -186,7 +186,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	}
 
 	if err := srv.Listen(); err != nil {
-		return listenAdvice(err, "--listen or --http-listen")
+		return listenAdvice(err, "--listen or --http-listen (or turn HTTP/3 off with --http3=false)")
 	}
 	if err := adm.Listen(); err != nil {
 		return listenAdvice(err, "--admin-listen")
