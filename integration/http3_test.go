@@ -65,6 +65,7 @@ func (e *proxyEnv) dialH3(t *testing.T) *http3.ClientConn {
 
 func TestHTTP3ServesTheSameRequestPath(t *testing.T) {
 	skipShort(t)
+	t.Parallel()
 	e := startProxy(t, "--max-body-bytes", "1000")
 	h3, _ := e.h3Client(t)
 	_, port, _ := net.SplitHostPort(e.h3Addr(t))
@@ -171,6 +172,7 @@ func TestHTTP3ServesTheSameRequestPath(t *testing.T) {
 
 func TestHTTP3LargeStreamedPOST(t *testing.T) {
 	skipShort(t)
+	t.Parallel()
 	e := startProxy(t)
 	h3, _ := e.h3Client(t)
 	const size = 32 << 20
@@ -195,6 +197,7 @@ func TestHTTP3LargeStreamedPOST(t *testing.T) {
 
 func TestHTTP3ServerSentEvents(t *testing.T) {
 	skipShort(t)
+	t.Parallel()
 	e := startProxy(t)
 	h3, _ := e.h3Client(t)
 	resp, err := h3.Get("https://app.example/sse?n=3&interval=300ms")
@@ -223,6 +226,7 @@ func TestHTTP3ServerSentEvents(t *testing.T) {
 
 func TestHTTP3CertificateRotationDuringOpenConnection(t *testing.T) {
 	skipShort(t)
+	t.Parallel()
 	e := startProxy(t)
 	h3, _ := e.h3Client(t)
 	serialOf := func(c *http.Client) string {
@@ -377,6 +381,7 @@ func TestHTTP3InitialFloodAnsweredWithRetry(t *testing.T) {
 
 func TestHTTP3EndlessStreamOpenerIsCapped(t *testing.T) {
 	skipShort(t)
+	t.Parallel()
 	e := startProxy(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -516,6 +521,7 @@ func TestHTTP3AmplificationLimit(t *testing.T) {
 
 func TestHTTP3ConnectionsPerClientCapped(t *testing.T) {
 	skipShort(t)
+	t.Parallel()
 	e := startProxy(t)
 	target, _ := net.ResolveUDPAddr("udp", e.h3Addr(t))
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -565,6 +571,7 @@ func TestHTTP3ConnectionsPerClientCapped(t *testing.T) {
 
 func TestHTTP3IdleConnectionClosed(t *testing.T) {
 	skipShort(t)
+	t.Parallel()
 	e := startProxy(t, "--idle-timeout", "1s")
 	cc := e.dialH3(t)
 	req, _ := http.NewRequest(http.MethodGet, "https://app.example/", nil)
@@ -587,6 +594,7 @@ func TestHTTP3IdleConnectionClosed(t *testing.T) {
 
 func TestHTTP3OffAndBadInput(t *testing.T) {
 	skipShort(t)
+	t.Parallel()
 	t.Run("--http3=false", func(t *testing.T) {
 		e := startProxy(t, "--http3=false")
 		if v, _ := e.px.ready["http3_addr"].(string); v != "" {
@@ -624,4 +632,42 @@ func TestHTTP3OffAndBadInput(t *testing.T) {
 		oneLine(t, 1, "--http3=false", "proxy", "--listen", udp.LocalAddr().String(), "--http-listen", "",
 			"--admin-listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:1", "--cert", cf, "--key", kf)
 	})
+}
+
+func TestHTTP3No0RTT(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+	e := startProxy(t)
+	tlsCfg := &tls.Config{RootCAs: e.ca.Pool(), ServerName: "app.example", NextProtos: []string{http3.NextProtoH3},
+		ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	// A first connection and a request, so that a session ticket comes.
+	qc, err := quic.DialAddr(ctx, e.h3Addr(t), tlsCfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := (&http3.Transport{}).NewClientConn(qc)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://app.example/", nil)
+	resp, err := cc.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	qc.CloseWithError(0, "")
+	// The second resumes, but may not send early (replayable) data.
+	qc, err = quic.DialAddrEarly(ctx, e.h3Addr(t), tlsCfg, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qc.CloseWithError(0, "")
+	<-qc.HandshakeComplete()
+	st := qc.ConnectionState()
+	if st.Used0RTT {
+		t.Error("the server accepted 0-RTT")
+	}
+	if !st.TLS.DidResume {
+		t.Log("the second connection did not resume (no ticket); 0-RTT was impossible anyway")
+	}
 }

@@ -91,6 +91,7 @@ func readWSFrame(r io.Reader) (byte, []byte, error) {
 
 func TestWebSocketOverHTTP3(t *testing.T) {
 	skipShort(t)
+	t.Parallel()
 	e := startProxy(t)
 	cc := e.dialH3(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
@@ -141,6 +142,7 @@ func TestWebSocketOverHTTP3(t *testing.T) {
 
 func TestWebSocketOverHTTP2(t *testing.T) {
 	skipShort(t)
+	t.Parallel()
 	e := startProxy(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
