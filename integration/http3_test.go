@@ -50,12 +50,17 @@ func (e *proxyEnv) h3Client(t *testing.T) (*http.Client, *http3.Transport) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, tr
 }
 
+// h3TLS is a client TLS config for raw QUIC connections to the proxy.
+func (e *proxyEnv) h3TLS() *tls.Config {
+	return &tls.Config{RootCAs: e.ca.Pool(), ServerName: "app.example", NextProtos: []string{http3.NextProtoH3}}
+}
+
 // dialH3 opens a raw HTTP/3 client connection to the proxy.
 func (e *proxyEnv) dialH3(t *testing.T) *http3.ClientConn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	qc, err := quic.DialAddr(ctx, e.h3Addr(t), &tls.Config{RootCAs: e.ca.Pool(), ServerName: "app.example", NextProtos: []string{http3.NextProtoH3}}, nil)
+	qc, err := quic.DialAddr(ctx, e.h3Addr(t), e.h3TLS(), nil)
 	if err != nil {
 		t.Fatalf("QUIC dial: %v", err)
 	}
@@ -385,7 +390,7 @@ func TestHTTP3EndlessStreamOpenerIsCapped(t *testing.T) {
 	e := startProxy(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	qc, err := quic.DialAddr(ctx, e.h3Addr(t), &tls.Config{RootCAs: e.ca.Pool(), ServerName: "app.example", NextProtos: []string{http3.NextProtoH3}}, nil)
+	qc, err := quic.DialAddr(ctx, e.h3Addr(t), e.h3TLS(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -505,7 +510,7 @@ func TestHTTP3AmplificationLimit(t *testing.T) {
 	// The client may think its handshake done (it has the server's
 	// Finished); the server never hears more than Initials. Watch what it
 	// sends, retransmissions included, until ctx is done.
-	if qc, err := tr.Dial(ctx, target, &tls.Config{RootCAs: e.ca.Pool(), ServerName: "app.example", NextProtos: []string{http3.NextProtoH3}}, nil); err == nil {
+	if qc, err := tr.Dial(ctx, target, e.h3TLS(), nil); err == nil {
 		defer qc.CloseWithError(0, "")
 	}
 	<-ctx.Done()
@@ -530,7 +535,7 @@ func TestHTTP3ConnectionsPerClientCapped(t *testing.T) {
 	}
 	tr := &quic.Transport{Conn: pc}
 	defer tr.Close()
-	tlsCfg := &tls.Config{RootCAs: e.ca.Pool(), ServerName: "app.example", NextProtos: []string{http3.NextProtoH3}}
+	tlsCfg := e.h3TLS()
 	dial := func() (*quic.Conn, error) {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 		defer cancel()
@@ -638,8 +643,8 @@ func TestHTTP3No0RTT(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
 	e := startProxy(t)
-	tlsCfg := &tls.Config{RootCAs: e.ca.Pool(), ServerName: "app.example", NextProtos: []string{http3.NextProtoH3},
-		ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+	tlsCfg := e.h3TLS()
+	tlsCfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	// A first connection and a request, so that a session ticket comes.

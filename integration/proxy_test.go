@@ -264,19 +264,27 @@ func (e *proxyEnv) tlsConn(t *testing.T) *tls.Conn {
 	return c
 }
 
-func TestUpgradeTunnels(t *testing.T) {
-	skipShort(t)
-	e := startProxy(t)
+// upgrade opens an HTTP/1.1 connection, asks path for a WebSocket upgrade
+// (the testapp's /upgrade echoes bytes) and requires a 101.
+func (e *proxyEnv) upgrade(t *testing.T, path string) (*tls.Conn, *bufio.Reader) {
+	t.Helper()
 	c := e.tlsConn(t)
-	fmt.Fprint(c, "GET /upgrade HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", path)
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("status %d, want 101", resp.StatusCode)
+		t.Fatalf("upgrade %s: status %d, want 101", path, resp.StatusCode)
 	}
+	return c, br
+}
+
+func TestUpgradeTunnels(t *testing.T) {
+	skipShort(t)
+	e := startProxy(t)
+	c, br := e.upgrade(t, "/upgrade")
 	for i := range 3 {
 		msg := fmt.Sprintf("ping %d\n", i)
 		c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -294,12 +302,7 @@ func TestUpgradeTunnels(t *testing.T) {
 func TestUpgradeTunnelEndsWhenBothSidesClose(t *testing.T) {
 	skipShort(t)
 	e := startProxy(t)
-	c := e.tlsConn(t)
-	fmt.Fprint(c, "GET /upgrade?both-close HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-	br := bufio.NewReader(c)
-	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade: %v", err)
-	}
+	c, br := e.upgrade(t, "/upgrade?both-close")
 	c.CloseWrite()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadAll(br); err != nil {
@@ -743,12 +746,7 @@ func TestStaticCertReload(t *testing.T) {
 
 	t.Run("open upgraded connection survives rotation", func(t *testing.T) {
 		e := startProxy(t)
-		c := e.tlsConn(t)
-		fmt.Fprint(c, "GET /upgrade HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-		br := bufio.NewReader(c)
-		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
-			t.Fatalf("upgrade: %v", err)
-		}
+		c, br := e.upgrade(t, "/upgrade")
 		before := c.ConnectionState().PeerCertificates[0].SerialNumber.String()
 		writeLeaf(t, e.ca, filepath.Dir(e.certFile))
 		changed(t, e, before)

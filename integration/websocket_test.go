@@ -187,25 +187,26 @@ func TestWebSocketOverHTTP2(t *testing.T) {
 	t.Run("an app that does not switch is a 502", func(t *testing.T) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodConnect, "https://app.example/echo", http.NoBody)
 		req.Header.Set(":protocol", "websocket")
-		resp, err := h2.RoundTrip(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadGateway {
-			t.Errorf("extended CONNECT to a plain page = %d, want 502 (a 200 would fake an open WebSocket)", resp.StatusCode)
+		if code := statusOf(t, h2, req); code != http.StatusBadGateway {
+			t.Errorf("extended CONNECT to a plain page = %d, want 502 (a 200 would fake an open WebSocket)", code)
 		}
 	})
 
 	t.Run("plain CONNECT is still refused", func(t *testing.T) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodConnect, "https://app.example", http.NoBody)
-		resp, err := h2.RoundTrip(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusMethodNotAllowed {
-			t.Errorf("CONNECT = %d, want 405", resp.StatusCode)
+		if code := statusOf(t, h2, req); code != http.StatusMethodNotAllowed {
+			t.Errorf("CONNECT = %d, want 405", code)
 		}
 	})
+}
+
+// statusOf sends req with rt and returns the response's status code.
+func statusOf(t *testing.T, rt http.RoundTripper, req *http.Request) int {
+	t.Helper()
+	resp, err := rt.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -164,13 +165,22 @@ func (ex *exchange) tunnel(head *respHead) {
 	}
 	go pipe(up, client)
 	go pipe(&bytesCounter{Conn: client, n: &rw.bytes}, up)
-	left := 2 // pipes still running
+	joinPipes(r.Context(), done, func() {
+		client.Close()
+		c.nc.Close()
+	})
+}
+
+// joinPipes waits for the two pipes of a tunnel, each of which sends on
+// done as it ends: until one has ended (or ctx is done), then a second for
+// the other to drain; then cut stops what is left, and it waits for that.
+func joinPipes(ctx context.Context, done <-chan struct{}, cut func()) {
+	left := 2
 	select {
 	case <-done:
 		left--
-	case <-r.Context().Done():
+	case <-ctx.Done():
 	}
-	// One side has finished: give the other a moment to drain, then cut.
 	t := time.NewTimer(time.Second)
 	select {
 	case <-done:
@@ -178,8 +188,7 @@ func (ex *exchange) tunnel(head *respHead) {
 	case <-t.C:
 	}
 	t.Stop()
-	client.Close()
-	c.nc.Close()
+	cut()
 	for ; left > 0; left-- {
 		<-done
 	}

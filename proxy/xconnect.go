@@ -138,23 +138,8 @@ func (ex *exchange) tunnelStream(head *respHead) {
 			}
 		}
 	}()
-	left := 2 // pipes still running
-	select {
-	case <-done:
-		left--
-	case <-r.Context().Done():
-	}
-	// One side has finished: give the other a moment to drain, then cut.
-	t := time.NewTimer(time.Second)
-	select {
-	case <-done:
-		left--
-	case <-t.C:
-	}
-	t.Stop()
-	c.nc.Close()
-	rw.dl.SetReadDeadline(aLongTimeAgo) // unblock a read of the client's stream
-	for ; left > 0; left-- {
-		<-done
-	}
+	joinPipes(r.Context(), done, func() {
+		c.nc.Close()
+		rw.dl.SetReadDeadline(aLongTimeAgo) // unblock a read of the client's stream
+	})
 }
