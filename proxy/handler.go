@@ -25,7 +25,7 @@ type handler struct {
 	log        *slog.Logger
 	hsts       string         // Strict-Transport-Security value, or ""
 	errorPages map[int][]byte // --error-pages, by status code
-	altSvc     []string       // the Alt-Svc value announcing HTTP/3, or nil
+	altSvc     *altSvc        // announces HTTP/3; nil when it is off
 
 	// watch cuts stalled response writes while Serve runs; without it each
 	// write arms its own deadline. See respWriter.
@@ -51,7 +51,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer rw.release() // runs after finish
 	defer h.finish(rw, r, start)
 	if h.altSvc != nil && r.ProtoMajor < 3 {
-		rw.Header()["Alt-Svc"] = h.altSvc
+		if v := h.altSvc.forHost(r.Host); v != nil {
+			rw.Header()["Alt-Svc"] = v
+		}
 	}
 	if r.ProtoMajor == 1 {
 		if ci, _ := r.Context().Value(connInfoKey{}).(*connInfo); ci != nil && ci.h1 != nil {
@@ -100,9 +102,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(rw, http.StatusBadRequest)
 		return
 	}
-	if r.ProtoMajor == 2 && r.Context().Err() != nil {
+	if r.ProtoMajor >= 2 && r.Context().Err() != nil {
 		// The client reset the stream before we began: do not bother the
-		// app (HTTP/2 rapid reset).
+		// app (HTTP/2 rapid reset; HTTP/3 alike).
 		rw.upstreamErr = reasonCanceled
 		h.noteReset(r)
 		return

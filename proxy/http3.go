@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,8 +77,46 @@ func (s *Server) listenUDP() error {
 		return fmt.Errorf("http/3 listener (UDP): %w", err)
 	}
 	s.udpConn = uc
-	s.handler.altSvc = []string{`h3=":` + port + `"; ma=` + strconv.Itoa(altSvcMaxAge)}
+	s.handler.altSvc = newAltSvc(port)
 	return nil
+}
+
+// altSvc builds the Alt-Svc header of HTTP/1.1 and HTTP/2 responses. It
+// names the port the client reached, from the request's Host (443 when Host
+// names none), not the port outrider bound: behind a load balancer or a
+// Kubernetes Service that maps 443 to --listen's 8443, for TCP and UDP
+// alike, clients must be sent to UDP 443. The two usual values are built
+// once.
+type altSvc struct {
+	bound          string   // the port outrider bound
+	https, atBound []string // for port 443, and for the bound port
+}
+
+func newAltSvc(bound string) *altSvc {
+	return &altSvc{bound: bound, https: altSvcValue("443"), atBound: altSvcValue(bound)}
+}
+
+func altSvcValue(port string) []string {
+	return []string{`h3=":` + port + `"; ma=` + strconv.Itoa(altSvcMaxAge)}
+}
+
+// forHost returns the header value for a request to host, or nil when its
+// port is not a port number.
+func (a *altSvc) forHost(host string) []string {
+	port := "443"
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && strings.IndexByte(host[i:], ']') < 0 {
+		port = host[i+1:]
+	}
+	switch port {
+	case "443":
+		return a.https
+	case a.bound:
+		return a.atBound
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || port[0] == '0' || port[0] == '+' {
+		return nil
+	}
+	return altSvcValue(port)
 }
 
 // HTTP3Addr returns the bound UDP address of HTTP/3, or "" when it is off.

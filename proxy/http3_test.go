@@ -172,15 +172,42 @@ func TestAltSvcOnlyOverTCP(t *testing.T) {
 	cfg := Config{Upstream: "http://127.0.0.1:1", Mounts: map[string]http.Handler{"/m": mount}}.withDefaults()
 	up, _ := ParseUpstream(cfg.Upstream, false)
 	h := newHandler(cfg, up, newMetrics(nil), nil)
-	h.altSvc = []string{`h3=":8443"; ma=86400`}
+	h.altSvc = newAltSvc("8443")
 	for _, major := range []int{1, 2, 3} {
 		r := httptest.NewRequest(http.MethodGet, "https://localhost/m", nil)
 		r.ProtoMajor = major
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
 		got := w.Header().Get("Alt-Svc")
-		if want := major < 3; (got != "") != want || want && !strings.HasPrefix(got, `h3=":8443"`) {
+		if want := major < 3; (got != "") != want || want && got != `h3=":443"; ma=86400` {
 			t.Errorf("HTTP/%d: Alt-Svc %q", major, got)
 		}
+	}
+}
+
+func TestAltSvcForHost(t *testing.T) {
+	a := newAltSvc("8443")
+	tests := []struct{ host, want string }{
+		{"app.example", `h3=":443"; ma=86400`},
+		{"app.example:443", `h3=":443"; ma=86400`},
+		{"app.example:8443", `h3=":8443"; ma=86400`},
+		{"app.example:9443", `h3=":9443"; ma=86400`}, // a port mapped in front of us
+		{"[2001:db8::1]", `h3=":443"; ma=86400`},
+		{"[2001:db8::1]:8443", `h3=":8443"; ma=86400`},
+		{"app.example:", ""},
+		{"app.example:0", ""},
+		{"app.example:65536", ""},
+		{"app.example:08443", ""},
+		{"app.example:+443", ""},
+		{`app.example:1"; x`, ""},
+	}
+	for _, tt := range tests {
+		got := strings.Join(a.forHost(tt.host), ",")
+		if got != tt.want {
+			t.Errorf("forHost(%q) = %q, want %q", tt.host, got, tt.want)
+		}
+	}
+	if testing.AllocsPerRun(100, func() { a.forHost("app.example"); a.forHost("app.example:8443") }) != 0 {
+		t.Error("the usual Alt-Svc values allocate")
 	}
 }
