@@ -679,3 +679,30 @@ func TestHTTP3No0RTT(t *testing.T) {
 		t.Log("the second connection did not resume (no ticket); 0-RTT was impossible anyway")
 	}
 }
+
+// TestHTTP3WithInternalCA: the internal CA's leaf for the SNI asked is
+// served over QUIC too (quic-go gives GetCertificate a ClientHelloInfo
+// whose Conn has the UDP addresses).
+func TestHTTP3WithInternalCA(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+	storage := t.TempDir()
+	app := startApp(t)
+	px := startOutrider(t, "proxy", "--upstream", "http://"+app.addr("addr"), "--storage", storage,
+		"--listen", "127.0.0.1:0", "--http-listen", "", "--admin-listen", "127.0.0.1:0")
+	roots, _ := rootFromCLI(t, storage)
+	addr := px.addr("http3_addr")
+	tr := &http3.Transport{TLSClientConfig: &tls.Config{RootCAs: roots},
+		Dial: func(ctx context.Context, _ string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
+			return quic.DialAddr(ctx, addr, tlsCfg, cfg)
+		}}
+	defer tr.Close()
+	resp, err := (&http.Client{Transport: tr, Timeout: 20 * time.Second}).Get("https://app.internal/")
+	if err != nil {
+		t.Fatalf("HTTP/3 with the internal CA: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.TLS.PeerCertificates[0].DNSNames[0] != "app.internal" {
+		t.Errorf("GET = %d, certificate for %v", resp.StatusCode, resp.TLS.PeerCertificates[0].DNSNames)
+	}
+}
