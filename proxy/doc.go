@@ -1,6 +1,8 @@
 // Package proxy is outrider's HTTPS-terminating reverse proxy in front of a
 // localhost-only app: TLS 1.2+ with Mozilla-intermediate suites, HTTP/2 and
-// HTTP/1.1, forwarding headers the app can trust, idle-based timeouts,
+// HTTP/1.1 over TCP, HTTP/3 over QUIC (quic-go) on the same port over UDP,
+// WebSockets by HTTP/1.1 upgrade or extended CONNECT (RFC 8441, RFC 9220),
+// always passed to the app as HTTP/1.1, forwarding headers the app can trust, idle-based timeouts,
 // legacy-app fixes (Location, Set-Cookie Secure, Destination), a plain-HTTP
 // redirect listener, metrics and an access log.
 //
