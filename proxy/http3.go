@@ -53,6 +53,7 @@ const (
 
 // h3Server is the HTTP/3 side of a Server.
 type h3Server struct {
+	udp      *net.UDPConn
 	tr       *quic.Transport
 	ln       *quic.Listener
 	srv      *http3.Server
@@ -145,15 +146,17 @@ func (s *Server) newH3Server(tlsCfg *tls.Config) (*h3Server, error) {
 	}
 	ln, err := tr.Listen(http3.ConfigureTLSConfig(tlsCfg), qcfg)
 	if err != nil {
+		s.udpConn.Close()
 		return nil, fmt.Errorf("http/3 listener: %w", err)
 	}
-	h3 := &h3Server{tr: tr, ln: ln, guard: g}
+	h3 := &h3Server{udp: s.udpConn, tr: tr, ln: ln, guard: g}
 	h3.srv = &http3.Server{
 		Handler:        &h3Handler{h: s.handler, inflight: &h3.inflight},
 		MaxHeaderBytes: s.cfg.MaxHeaderBytes,
 		IdleTimeout:    s.cfg.IdleTimeout,
-		// No Logger: quic-go's only messages are per-request debug lines,
-		// whose arguments would cost allocations on every request.
+		// No Logger: with one, quic-go builds a debug line's arguments on
+		// every request. Without, its rare errors (a handler's panic) go
+		// to slog's default logger.
 	}
 	return h3, nil
 }
@@ -193,7 +196,8 @@ func (h3 *h3Server) shutdown(ctx context.Context) error {
 	}
 	h3.srv.Close()
 	h3.ln.Close()
-	h3.tr.Close()
+	h3.tr.Close() // it leaves a socket it did not open to us
+	h3.udp.Close()
 	if h3.inflight.busy() {
 		return err
 	}
