@@ -17,8 +17,9 @@ import (
 )
 
 // Server is the HTTPS-terminating reverse proxy: an HTTPS listener that
-// forwards to the upstream, and an optional plain-HTTP listener that
-// redirects to it. Use New, then Listen, then Serve.
+// forwards to the upstream (with HTTP/3 on its UDP port when Config.HTTP3),
+// and an optional plain-HTTP listener that redirects to it. Use New, then
+// Listen, then Serve.
 type Server struct {
 	cfg     Config
 	up      *Upstream
@@ -44,8 +45,8 @@ func New(cfg Config) (*Server, error) {
 	return &Server{cfg: cfg, up: up, metrics: m, handler: newHandler(cfg, up, m, pages)}, nil
 }
 
-// Listen binds the HTTPS and HTTP addresses, so that a port in use is an
-// error before anything is reported ready.
+// Listen binds the HTTPS (TCP, and UDP for HTTP/3) and HTTP addresses, so
+// that a port in use is an error before anything is reported ready.
 func (s *Server) Listen() error {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
