@@ -71,7 +71,7 @@ func (e *proxyEnv) dialH3(t *testing.T) *http3.ClientConn {
 func TestHTTP3ServesTheSameRequestPath(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
-	e := startProxy(t, "--max-body-bytes", "1000")
+	e := startProxy(t, "--max-body-bytes", "1000", "--domain", "app.example")
 	h3, _ := e.h3Client(t)
 	_, port, _ := net.SplitHostPort(e.h3Addr(t))
 
@@ -148,15 +148,21 @@ func TestHTTP3ServesTheSameRequestPath(t *testing.T) {
 		if resp.StatusCode != http.StatusRequestEntityTooLarge {
 			t.Errorf("2000-byte POST with --max-body-bytes 1000 = %d, want 413", resp.StatusCode)
 		}
+		// Streamed, with no Content-Length to refuse it by: cut at the limit.
+		resp, err = h3.Post("https://app.example/upload", "application/octet-stream", struct{ io.Reader }{strings.NewReader(strings.Repeat("x", 2000))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Errorf("streamed 2000-byte POST with --max-body-bytes 1000 = %d, want 413", resp.StatusCode)
+		}
 	})
 
 	t.Run("unknown name", func(t *testing.T) {
-		resp, err := h3.Get("https://other.example/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusMisdirectedRequest {
-				t.Errorf("GET other.example = %d, want 421", resp.StatusCode)
-			}
+		// The certificate's name in TLS, another in :authority.
+		if code, _, _ := get(t, h3, "https://app.example/", "Host", "other.example"); code != http.StatusMisdirectedRequest {
+			t.Errorf("GET with :authority other.example = %d, want 421", code)
 		}
 	})
 

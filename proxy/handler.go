@@ -168,8 +168,11 @@ func (h *handler) fail(rw *respWriter, r *http.Request, err error) {
 	if code == http.StatusServiceUnavailable {
 		rw.Header()["Retry-After"] = []string{"1"}
 	}
-	if code == http.StatusBadRequest || code == http.StatusRequestTimeout || code == http.StatusRequestEntityTooLarge {
-		rw.Header()["Connection"] = []string{"close"} // the rest of the body is not worth reading
+	if r.ProtoMajor == 1 && (code == http.StatusBadRequest || code == http.StatusRequestTimeout || code == http.StatusRequestEntityTooLarge) {
+		// The rest of the body is not worth reading. HTTP/2 and HTTP/3
+		// end the stream alone, and forbid the header: an HTTP/3 client
+		// refuses a response that carries it.
+		rw.Header()["Connection"] = []string{"close"}
 	}
 	h.writeError(rw, code)
 }
