@@ -712,3 +712,15 @@ func TestHTTP3WithInternalCA(t *testing.T) {
 		t.Errorf("GET = %d, certificate for %v", resp.StatusCode, resp.TLS.PeerCertificates[0].DNSNames)
 	}
 }
+
+func TestHTTP3AppDownIs502(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+	e := startProxy(t, "--upstream-wait", "0")
+	h3, _ := e.h3Client(t)
+	e.app.kill()
+	code, body, _ := get(t, h3, "https://app.example/")
+	if code != http.StatusBadGateway || body != "Bad Gateway\n" {
+		t.Errorf("GET with the app down = %d %q, want 502 and the status text only", code, body)
+	}
+}
