@@ -118,6 +118,22 @@ func TestHTTP3ServesTheSameRequestPath(t *testing.T) {
 		}
 	})
 
+	t.Run("trailers and early hints", func(t *testing.T) {
+		resp, err := h3.Get("https://app.example/trailers")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if got := resp.Trailer.Get("X-Checksum"); got != "abc123" {
+			t.Errorf("trailer X-Checksum = %q, want abc123", got)
+		}
+		code, body, _ := get(t, h3, "https://app.example/early-hints")
+		if code != 200 || body != "after the hints\n" {
+			t.Errorf("GET /early-hints = %d %q", code, body)
+		}
+	})
+
 	t.Run("legacy rewrites", func(t *testing.T) {
 		resp, err := h3.Get("https://app.example/redirect?to=http://app.example/next")
 		if err != nil {
