@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +17,8 @@ import (
 	"time"
 
 	"github.com/outrider-dev/outrider/internal/testcert"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // pod is a network namespace joined to the host by a veth pair that only
@@ -124,7 +128,8 @@ func (p *pod) forward(t *testing.T, target string) string {
 // top. From the host, only HTTPS and the HTTP redirect answer; the app and
 // every admin port are out of reach. Then the seed story: a request over
 // HTTPS, a new config that the app answers with, a broken config rolled
-// back, and /top read through the proxy with a token.
+// back, and /top read through the proxy with a token. HTTP/3 answers from
+// the host on UDP 443, and no other UDP port is open to it.
 func TestPodSidecarStory(t *testing.T) {
 	skipShort(t)
 	p := newPod(t)
@@ -202,6 +207,49 @@ func TestPodSidecarStory(t *testing.T) {
 			if out := p.exec(t, curl, "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url); out != "200" {
 				t.Errorf("inside the pod, %s = %s, want 200", url, out)
 			}
+		}
+	})
+
+	t.Run("HTTP/3 on UDP 443 and no other UDP port", func(t *testing.T) {
+		h3 := &http3.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: ca.Pool()},
+			Dial: func(ctx context.Context, _ string, tlsCfg *tls.Config, cfg *quic.Config) (*quic.Conn, error) {
+				return quic.DialAddr(ctx, net.JoinHostPort(p.podIP, "443"), tlsCfg, cfg)
+			},
+		}
+		defer h3.Close()
+		resp, err := (&http.Client{Transport: h3, Timeout: 10 * time.Second}).Get("https://app.example/")
+		if err != nil {
+			t.Fatalf("HTTP/3 from outside the pod: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Proto != "HTTP/3.0" || !strings.Contains(string(body), `X-Forwarded-Proto="https"`) {
+			t.Errorf("HTTP/3 GET / = %d %s %q", resp.StatusCode, resp.Proto, body)
+		}
+		if _, _, hdr := get(t, c, "https://app.example/"); hdr.Get("Alt-Svc") != `h3=":443"; ma=86400` {
+			t.Errorf("Alt-Svc over HTTP/2 = %q", hdr.Get("Alt-Svc"))
+		}
+		// Every UDP socket in the pod but HTTP/3's is bound to loopback.
+		ss := needTool(t, "ss")
+		quic443 := false
+		for _, l := range strings.Split(strings.TrimSpace(p.exec(t, ss, "-Hlun")), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 4 {
+				continue
+			}
+			local := f[3]
+			host, port, _ := net.SplitHostPort(local)
+			if ip := net.ParseIP(strings.Trim(host, "[]")); ip != nil && ip.IsLoopback() {
+				continue
+			}
+			if port != "443" {
+				t.Errorf("UDP %s is open to the outside of the pod", local)
+			}
+			quic443 = true
+		}
+		if !quic443 {
+			t.Error("ss lists no UDP socket on port 443 in the pod")
 		}
 	})
 

@@ -277,19 +277,27 @@ func (e *proxyEnv) tlsConn(t *testing.T) *tls.Conn {
 	return c
 }
 
-func TestUpgradeTunnels(t *testing.T) {
-	skipShort(t)
-	e := startProxy(t)
+// upgrade opens an HTTP/1.1 connection, asks path for a WebSocket upgrade
+// (the testapp's /upgrade echoes bytes) and requires a 101.
+func (e *proxyEnv) upgrade(t *testing.T, path string) (*tls.Conn, *bufio.Reader) {
+	t.Helper()
 	c := e.tlsConn(t)
-	fmt.Fprint(c, "GET /upgrade HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", path)
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("status %d, want 101", resp.StatusCode)
+		t.Fatalf("upgrade %s: status %d, want 101", path, resp.StatusCode)
 	}
+	return c, br
+}
+
+func TestUpgradeTunnels(t *testing.T) {
+	skipShort(t)
+	e := startProxy(t)
+	c, br := e.upgrade(t, "/upgrade")
 	for i := range 3 {
 		msg := fmt.Sprintf("ping %d\n", i)
 		c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -298,6 +306,24 @@ func TestUpgradeTunnels(t *testing.T) {
 		if err != nil || line != msg {
 			t.Fatalf("echo %d = %q, %v; want %q", i, line, err, msg)
 		}
+	}
+}
+
+// When both directions of an upgraded connection end together (the client
+// half-closes, the app answers by closing), the tunnel must end too: it
+// once waited for a third end of two pipes, and the handler never returned.
+func TestUpgradeTunnelEndsWhenBothSidesClose(t *testing.T) {
+	skipShort(t)
+	e := startProxy(t)
+	c, br := e.upgrade(t, "/upgrade?both-close")
+	c.CloseWrite()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(br); err != nil {
+		t.Fatalf("reading to the end: %v", err)
+	}
+	line := e.px.waitLog(5*time.Second, `"path":"/upgrade"`)
+	if !strings.Contains(line, `"status":101`) {
+		t.Errorf("access log: %s", line)
 	}
 }
 
@@ -733,12 +759,7 @@ func TestStaticCertReload(t *testing.T) {
 
 	t.Run("open upgraded connection survives rotation", func(t *testing.T) {
 		e := startProxy(t)
-		c := e.tlsConn(t)
-		fmt.Fprint(c, "GET /upgrade HTTP/1.1\r\nHost: app.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-		br := bufio.NewReader(c)
-		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
-			t.Fatalf("upgrade: %v", err)
-		}
+		c, br := e.upgrade(t, "/upgrade")
 		before := c.ConnectionState().PeerCertificates[0].SerialNumber.String()
 		writeLeaf(t, e.ca, filepath.Dir(e.certFile))
 		changed(t, e, before)
@@ -921,7 +942,7 @@ func TestMetricsAndAccessLog(t *testing.T) {
 	}
 	_, metrics, _ := get(t, plainClient, "http://"+e.admin+"/metrics")
 	for _, series := range []string{
-		`outrider_proxy_requests_total{code="200",method="GET"}`,
+		`outrider_proxy_requests_total{code="200",method="GET",proto="http2"}`,
 		`outrider_proxy_request_duration_seconds_count`,
 		`outrider_proxy_upstream_duration_seconds_count`,
 		`outrider_proxy_open_connections`,

@@ -21,6 +21,11 @@ import (
 type Config struct {
 	// Listen is the HTTPS address, e.g. ":443".
 	Listen string
+	// HTTP3 also serves HTTP/3 (QUIC) over UDP on Listen's address, with
+	// the port the TCP listener bound, and announces it to HTTP/1.1 and
+	// HTTP/2 clients with Alt-Svc. Off when false; the command turns it on
+	// by default.
+	HTTP3 bool
 	// HTTPListen is the plain-HTTP address that redirects to HTTPS with 308
 	// (and answers ACME HTTP-01 through WrapHTTP). Empty turns it off.
 	HTTPListen string

@@ -44,8 +44,9 @@ type exchange struct {
 	host   string // the public host: Host, or the SNI name without one
 	target string // origin-form request target as the client sent it
 
-	upgrade string // protocol the client asks to upgrade to (HTTP/1.1 only)
-	expect  bool   // the client sent Expect: 100-continue
+	upgrade string    // protocol the client asks to upgrade to (HTTP/1.1, or extended CONNECT)
+	xc      *xconnect // an extended CONNECT's stream; nil for any other request
+	expect  bool      // the client sent Expect: 100-continue
 	hasBody bool
 	small   []byte // the whole body, read ahead; nil when it streams
 
@@ -236,6 +237,9 @@ func (e *staleError) Unwrap() error { return e.err }
 // client's header map.
 func (ex *exchange) roundTrip(deadline time.Time) (*respHead, error) {
 	c, r := ex.c, ex.r
+	// Before the sender starts: a sender that fails at once cuts the
+	// connection with a deadline in the past, which this must not undo.
+	c.nc.SetReadDeadline(deadline)
 	ex.writeHead(c.bw)
 	switch {
 	case ex.small != nil:
@@ -251,7 +255,6 @@ func (ex *exchange) roundTrip(deadline time.Time) (*respHead, error) {
 			return nil, err
 		}
 	}
-	c.nc.SetReadDeadline(deadline)
 	var expectTimer *time.Timer
 	if ex.expect {
 		expectTimer = time.AfterFunc(expectWait, ex.startSender)
@@ -400,7 +403,7 @@ func contains(list []string, s string) bool {
 func (ex *exchange) relay(head *respHead) {
 	h, r, rw, c := ex.h, ex.r, ex.rw, ex.c
 	c.noteResponse(head)
-	if head.code == http.StatusSwitchingProtocols {
+	if head.code == http.StatusSwitchingProtocols || ex.xc != nil && head.code < 300 {
 		ex.tunnel(head)
 		return
 	}

@@ -26,6 +26,7 @@ type handler struct {
 	hsts       string         // Strict-Transport-Security value, or ""
 	errorPages map[int][]byte // --error-pages, by status code
 	shield     *shield        // limits and the like (shield.go); nil when all are off
+	altSvc     *altSvc        // announces HTTP/3; nil when it is off
 
 	// watch cuts stalled response writes while Serve runs; without it each
 	// write arms its own deadline. See respWriter.
@@ -50,6 +51,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer rw.release() // runs after finish
 	defer h.finish(rw, r, start)
+	if h.altSvc != nil && r.ProtoMajor < 3 {
+		if v := h.altSvc.forHost(r.Host); v != nil {
+			rw.Header()["Alt-Svc"] = v
+		}
+	}
 	if ci, _ := r.Context().Value(connInfoKey{}).(*connInfo); ci != nil {
 		if r.TLS == nil {
 			r.TLS = ci.tls // net/http fills it only for a *tls.Conn
@@ -81,6 +87,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	target, ok := originForm(r.RequestURI)
 	switch {
 	case r.Method == http.MethodConnect:
+		if proto := connectProtocol(r); proto != "" && ok {
+			// Extended CONNECT: a WebSocket over an HTTP/2 or HTTP/3 stream.
+			h.forwardExtendedConnect(rw, r, host, target, proto)
+			return
+		}
 		// Only a forward proxy tunnels; an app may answer 200 and leave
 		// the client believing it has one.
 		rw.Header()["Allow"] = []string{"GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"}
@@ -90,9 +101,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(rw, http.StatusBadRequest)
 		return
 	}
-	if r.ProtoMajor == 2 && r.Context().Err() != nil {
+	if r.ProtoMajor >= 2 && r.Context().Err() != nil {
 		// The client reset the stream before we began: do not bother the
-		// app (HTTP/2 rapid reset).
+		// app (HTTP/2 rapid reset; HTTP/3 alike).
 		rw.upstreamErr = reasonCanceled
 		h.noteReset(r)
 		return
@@ -160,8 +171,11 @@ func (h *handler) fail(rw *respWriter, r *http.Request, err error) {
 	if code == http.StatusServiceUnavailable {
 		rw.Header()["Retry-After"] = []string{"1"}
 	}
-	if code == http.StatusBadRequest || code == http.StatusRequestTimeout || code == http.StatusRequestEntityTooLarge {
-		rw.Header()["Connection"] = []string{"close"} // the rest of the body is not worth reading
+	if r.ProtoMajor == 1 && (code == http.StatusBadRequest || code == http.StatusRequestTimeout || code == http.StatusRequestEntityTooLarge) {
+		// The rest of the body is not worth reading. HTTP/2 and HTTP/3
+		// end the stream alone, and forbid the header: an HTTP/3 client
+		// refuses a response that carries it.
+		rw.Header()["Connection"] = []string{"close"}
 	}
 	h.writeError(rw, code)
 }
@@ -198,7 +212,7 @@ func (h *handler) finish(rw *respWriter, r *http.Request, start time.Time) {
 		}
 	}
 	d := time.Since(start).Seconds()
-	h.metrics.request(status, r.Method).Inc()
+	h.metrics.request(status, r.Method, r.ProtoMajor).Inc()
 	h.metrics.duration.Observe(d)
 	var upstream float64
 	if rw.upstreamErr == "" && !rw.headerAt.IsZero() {

@@ -25,13 +25,15 @@ type metrics struct {
 	poolWaits        prometheus.Counter
 	restartWait      *prometheus.CounterVec
 	proxyProtocol    *prometheus.CounterVec
+	quicRetries      prometheus.Counter
+	quicRefused      prometheus.Counter
 	reg              prometheus.Registerer
 
-	// requestCounters caches requests' children for the common code and
-	// method pairs: WithLabelValues hashes both labels and takes a lock on
-	// every call. Filled on first use, so that no zero series appears for a
-	// pair never seen.
-	requestCounters [len(commonCodes)][len(commonMethods)]atomic.Pointer[prometheus.Counter]
+	// requestCounters caches requests' children for the common code,
+	// method and protocol triples: WithLabelValues hashes every label and
+	// takes a lock on every call. Filled on first use, so that no zero
+	// series appears for a triple never seen.
+	requestCounters [len(protoLabels)][len(commonCodes)][len(commonMethods)]atomic.Pointer[prometheus.Counter]
 }
 
 // The pairs cached by metrics.request. Anything else takes the slow path.
@@ -40,9 +42,18 @@ var (
 	commonMethods = [...]string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions}
 )
 
-// request returns the requests counter for a status code and method.
-func (m *metrics) request(code int, method string) prometheus.Counter {
-	ci, mi := -1, -1
+// protoLabels are the proto label's values, by HTTP major version - 1.
+var protoLabels = [...]string{"http1", "http2", "http3"}
+
+// protoIndex maps an HTTP major version to its protoLabels index.
+func protoIndex(major int) int {
+	return min(max(major, 1), len(protoLabels)) - 1
+}
+
+// request returns the requests counter for a status code, method and HTTP
+// major version.
+func (m *metrics) request(code int, method string, major int) prometheus.Counter {
+	pi, ci, mi := protoIndex(major), -1, -1
 	for i, c := range commonCodes {
 		if c == code {
 			ci = i
@@ -56,13 +67,13 @@ func (m *metrics) request(code int, method string) prometheus.Counter {
 		}
 	}
 	if ci < 0 || mi < 0 {
-		return m.requests.WithLabelValues(codeLabel(code), methodLabel(method))
+		return m.requests.WithLabelValues(codeLabel(code), methodLabel(method), protoLabels[pi])
 	}
-	slot := &m.requestCounters[ci][mi]
+	slot := &m.requestCounters[pi][ci][mi]
 	if c := slot.Load(); c != nil {
 		return *c
 	}
-	c := m.requests.WithLabelValues(codeLabel(code), methodLabel(method))
+	c := m.requests.WithLabelValues(codeLabel(code), methodLabel(method), protoLabels[pi])
 	slot.Store(&c)
 	return c
 }
@@ -76,8 +87,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "requests_total",
-			Help: "Requests answered on the HTTPS listener, by status code and method.",
-		}, []string{"code", "method"}),
+			Help: "Requests answered on the HTTPS listener, by status code, method and protocol (http1, http2, http3).",
+		}, []string{"code", "method", "proto"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "request_duration_seconds",
 			Help:    "Time from a request's headers to the end of its response, in seconds.",
@@ -94,7 +105,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		openConns: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "open_connections",
-			Help: "Client connections currently open on the HTTPS listener (upgraded ones excluded).",
+			Help: "Client connections currently open on the HTTPS listener, TCP and QUIC (upgraded ones excluded).",
 		}),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "tls_handshakes_total",
@@ -132,6 +143,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "proxy_protocol_connections_total",
 			Help: "Connections from --proxy-protocol-from peers and others by PROXY header result: used, absent (trusted peer, no header), refused (header from an untrusted peer), invalid.",
 		}, []string{"result"}),
+		quicRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "quic_retries_total",
+			Help: "QUIC connection attempts answered with a Retry (address validation): too many new connections a second, or from one address.",
+		}),
+		quicRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "quic_refused_total",
+			Help: "QUIC connections refused because their client address held too many already.",
+		}),
 		reg: reg,
 	}
 	for _, r := range []string{waitRecovered, waitGaveUp, waitRefused} {
@@ -147,7 +166,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.handshakeErr = m.handshakes.WithLabelValues("error")
 	if reg != nil {
 		reg.MustRegister(m.requests, m.duration, m.upstreamDuration, m.upstreamErrors, m.openConns, m.handshakes, m.resetCloses,
-			m.retries, m.poolWaits, m.restartWait, m.connsEvicted, m.connsRefused, m.emptyFrameCloses, m.proxyProtocol)
+			m.retries, m.poolWaits, m.restartWait, m.connsEvicted, m.connsRefused, m.emptyFrameCloses, m.proxyProtocol,
+			m.quicRetries, m.quicRefused)
 	}
 	return m
 }

@@ -18,8 +18,9 @@ import (
 )
 
 // Server is the HTTPS-terminating reverse proxy: an HTTPS listener that
-// forwards to the upstream, and an optional plain-HTTP listener that
-// redirects to it. Use New, then Listen, then Serve.
+// forwards to the upstream (with HTTP/3 on its UDP port when Config.HTTP3),
+// and an optional plain-HTTP listener that redirects to it. Use New, then
+// Listen, then Serve.
 type Server struct {
 	cfg     Config
 	up      *Upstream
@@ -31,6 +32,7 @@ type Server struct {
 	httpsLn, httpLn net.Listener
 	conns           *connTracker
 	lastRefusal     atomic.Int64 // unix nanoseconds of the last refusal logged
+	udpConn         *net.UDPConn // HTTP/3, when on
 }
 
 // New validates cfg and builds the server. It opens no sockets.
@@ -55,18 +57,27 @@ func New(cfg Config) (*Server, error) {
 		pp: newPPGate(cfg.ProxyProtocolFrom, cfg.ReadHeaderTimeout, m), conns: newConnTracker(cfg.MaxConns, m)}, nil
 }
 
-// Listen binds the HTTPS and HTTP addresses, so that a port in use is an
-// error before anything is reported ready.
+// Listen binds the HTTPS (TCP, and UDP for HTTP/3) and HTTP addresses, so
+// that a port in use is an error before anything is reported ready.
 func (s *Server) Listen() error {
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("https listener: %w", err)
 	}
 	s.httpsLn = ln
+	if s.cfg.HTTP3 {
+		if err := s.listenUDP(); err != nil {
+			s.httpsLn.Close()
+			return err
+		}
+	}
 	if s.cfg.HTTPListen != "" {
 		ln, err := net.Listen("tcp", s.cfg.HTTPListen)
 		if err != nil {
 			s.httpsLn.Close()
+			if s.udpConn != nil {
+				s.udpConn.Close()
+			}
 			return fmt.Errorf("http listener: %w", err)
 		}
 		s.httpLn = ln
@@ -210,6 +221,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		<-sweepDone
 	}()
 
+	var h3 *h3Server
+	if s.udpConn != nil {
+		var err error
+		if h3, err = s.newH3Server(tlsCfg); err != nil {
+			return err
+		}
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	conns := newConnQueue(s.httpsLn.Addr())
 	g.Go(func() error { return ignoreClosed(https.Serve(conns)) })
@@ -220,6 +239,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	if redirect != nil {
 		g.Go(func() error { return ignoreClosed(redirect.Serve(s.httpLn)) })
 	}
+	if h3 != nil {
+		g.Go(h3.serve)
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		s.cfg.Logger.Info("shutting down: waiting for in-flight requests", "timeout_seconds", s.cfg.ShutdownTimeout.Seconds())
@@ -227,7 +249,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 		defer cancel()
 		var wg sync.WaitGroup
-		var errs [2]error
+		var errs [3]error
+		if h3 != nil {
+			wg.Go(func() { errs[2] = h3.shutdown(sctx) })
+		}
 		for i, srv := range []*http.Server{https, redirect} {
 			if srv == nil {
 				continue

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -105,6 +106,10 @@ func (ex *exchange) finishSender() bool {
 // taken over from net/http and joined to the app's until either side
 // closes it, or no byte moves in either direction for the idle timeout.
 func (ex *exchange) tunnel(head *respHead) {
+	if ex.xc != nil {
+		ex.tunnelStream(head) // HTTP/2 or HTTP/3: the stream is the tunnel
+		return
+	}
 	h, r, rw, c := ex.h, ex.r, ex.rw, ex.c
 	ex.setConn(nil)
 	if ex.upgrade == "" || head.upgrade == "" {
@@ -160,20 +165,33 @@ func (ex *exchange) tunnel(head *respHead) {
 	}
 	go pipe(up, client)
 	go pipe(&bytesCounter{Conn: client, n: &rw.bytes}, up)
+	joinPipes(r.Context(), done, func() {
+		client.Close()
+		c.nc.Close()
+	})
+}
+
+// joinPipes waits for the two pipes of a tunnel, each of which sends on
+// done as it ends: until one has ended (or ctx is done), then a second for
+// the other to drain; then cut stops what is left, and it waits for that.
+func joinPipes(ctx context.Context, done <-chan struct{}, cut func()) {
+	left := 2
 	select {
 	case <-done:
-	case <-r.Context().Done():
+		left--
+	case <-ctx.Done():
 	}
-	// One side has finished: give the other a moment to drain, then cut.
 	t := time.NewTimer(time.Second)
 	select {
 	case <-done:
+		left--
 	case <-t.C:
 	}
 	t.Stop()
-	client.Close()
-	c.nc.Close()
-	<-done
+	cut()
+	for ; left > 0; left-- {
+		<-done
+	}
 }
 
 // bytesCounter counts what a tunnel sends to the client, for the access log.

@@ -12,9 +12,12 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/outrider-dev/outrider/internal/h2xconnect"
 )
 
 func main() {
+	h2xconnect.Restore() // net/http has read it; children do not inherit it
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

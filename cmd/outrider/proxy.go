@@ -25,7 +25,8 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	fs := newFlagSet("outrider proxy", "HTTPS-terminating reverse proxy in front of a localhost-only app.\n"+
 		"Certificates come from exactly one source: ACME (--domain), static files (--cert/--key)\n"+
 		"or the internal CA (--tls-internal, the default when neither is given).")
-	listen := fs.String("listen", ":443", "HTTPS `address` (HTTP/1.1 and HTTP/2)")
+	listen := fs.String("listen", ":443", "HTTPS `address` (HTTP/1.1 and HTTP/2 over TCP; HTTP/3 over UDP, see --http3)")
+	http3 := fs.Bool("http3", true, "also serve HTTP/3 (QUIC) on --listen's address over UDP, announced with Alt-Svc")
 	httpListen := fs.String("http-listen", ":80", "plain-HTTP `address`: ACME HTTP-01 and 308 redirects to HTTPS; empty turns it off")
 	adminListen := fs.String("admin-listen", "127.0.0.1:9901", "`address` for /metrics, /healthz, /readyz, /status; empty turns it off")
 	upstream := fs.String("upstream", "", "the app: http://127.0.0.1:8080 or unix:///run/app.sock (required)")
@@ -171,6 +172,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	}
 	srv, err := proxy.New(proxy.Config{
 		Listen:                      *listen,
+		HTTP3:                       *http3,
 		HTTPListen:                  *httpListen,
 		Upstream:                    *upstream,
 		AllowRemoteUpstream:         *allowRemote,
@@ -253,7 +255,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	}
 
 	if err := srv.Listen(); err != nil {
-		return listenAdvice(err, "--listen or --http-listen")
+		return listenAdvice(err, "--listen or --http-listen (or turn HTTP/3 off with --http3=false)")
 	}
 	if err := adm.Listen(); err != nil {
 		return listenAdvice(err, "--admin-listen")
@@ -265,7 +267,7 @@ func proxyMain(ctx context.Context, args []string, stdout, stderr io.Writer, onL
 	}
 	// "listening", not "ready": /readyz decides readiness, and its changes
 	// are logged as they happen.
-	log.Info("listening", "https_addr", srv.Addr(), "http_addr", srv.HTTPAddr(), "admin_addr", adm.Addr(), "upstream", *upstream, "max_conns", srv.MaxConns())
+	log.Info("listening", "https_addr", srv.Addr(), "http3_addr", srv.HTTP3Addr(), "http_addr", srv.HTTPAddr(), "admin_addr", adm.Addr(), "upstream", *upstream, "max_conns", srv.MaxConns())
 	if onListening != nil {
 		onListening(srv.Addr(), adm.Addr())
 	}

@@ -6,6 +6,7 @@ package kubernetes
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -224,14 +225,15 @@ func TestBaseManifests(t *testing.T) {
 		}
 	}
 
-	// The Service reaches the pods on 80 and 443, mapped to outrider's ports.
+	// The Service reaches the pods on 80 and 443 (and 443 over UDP for
+	// HTTP/3), mapped to outrider's ports.
 	svc := o.services[0]
-	ports := map[int32]int{}
+	ports := map[string]int{}
 	for _, p := range svc.Spec.Ports {
-		ports[p.Port] = p.TargetPort.IntValue()
+		ports[fmt.Sprintf("%d/%s", p.Port, p.Protocol)] = p.TargetPort.IntValue()
 	}
-	if ports[80] != 8080 || ports[443] != 8443 {
-		t.Errorf("Service ports %v, want 80→8080 and 443→8443", ports)
+	if ports["80/TCP"] != 8080 || ports["443/TCP"] != 8443 || ports["443/UDP"] != 8443 {
+		t.Errorf("Service ports %v, want 80→8080, 443→8443 and 443/UDP→8443", ports)
 	}
 	for k, v := range svc.Spec.Selector {
 		if o.deployments[0].Spec.Template.Labels[k] != v {

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/outrider-dev/outrider/internal/legacyapp"
 )
 
@@ -72,6 +73,26 @@ func main() {
 	// --workers: the peak never exceeds it.
 	mux.HandleFunc("GET /-/busy", func(w http.ResponseWriter, _ *http.Request) {
 		json.NewEncoder(w).Encode(map[string]int64{"busy": busy.Load(), "peak": busyPeak.Load()})
+	})
+	// /ws is a real WebSocket endpoint (RFC 6455 over HTTP/1.1, as a legacy
+	// app has it): every message comes back prefixed with "echo: ".
+	mux.HandleFunc("GET /ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		c.SetReadLimit(1 << 20)
+		for {
+			typ, msg, err := c.Read(r.Context())
+			if err != nil {
+				c.Close(websocket.StatusNormalClosure, "")
+				return
+			}
+			if err := c.Write(r.Context(), typ, append([]byte("echo: "), msg...)); err != nil {
+				return
+			}
+		}
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ConnState: func(_ net.Conn, st http.ConnState) {
 		mu.Lock()
