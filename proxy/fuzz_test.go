@@ -52,8 +52,10 @@ func FuzzForwarded(f *testing.F) {
 		if xfh != "" {
 			in.Set("X-Forwarded-Host", xfh)
 		}
-		if !validValue(host) || !validValue(xff) || !validValue(fwd) || !validValue(proto) || !validValue(xfh) {
-			return // net/http refuses such a request before the handler
+		for _, v := range []string{host, xff, fwd, proto, xfh} {
+			if !validValue(v) || strings.TrimSpace(v) != v {
+				return // net/http refuses or trims such values before the handler
+			}
 		}
 		out := setForwarded(in, client, host, isTrusted)
 		ip := client.Unmap().String()
