@@ -211,7 +211,8 @@ func (h *handler) finish(rw *respWriter, r *http.Request, start time.Time) {
 			status = statusClientClosed
 		}
 	}
-	d := time.Since(start).Seconds()
+	end := time.Now() // one clock read for the metrics and the log line
+	d := end.Sub(start).Seconds()
 	h.metrics.request(status, r.Method, r.ProtoMajor).Inc()
 	h.metrics.duration.Observe(d)
 	var upstream float64
@@ -219,15 +220,15 @@ func (h *handler) finish(rw *respWriter, r *http.Request, start time.Time) {
 		upstream = rw.headerAt.Sub(start).Seconds()
 		h.metrics.upstreamDuration.Observe(upstream)
 	}
-	h.accessLog(r, "https", status, rw.bytes, d, upstream)
+	h.accessLog(r, end, "https", status, rw.bytes, d, upstream)
 }
 
 // accessLog writes one access-log line, for either listener.
-func (h *handler) accessLog(r *http.Request, scheme string, status int, bytes int64, d, upstream float64) {
+func (h *handler) accessLog(r *http.Request, end time.Time, scheme string, status int, bytes int64, d, upstream float64) {
 	if h.cfg.AccessLog == nil {
 		return
 	}
-	h.cfg.AccessLog.write(time.Now(), &accessEntry{
+	h.cfg.AccessLog.write(end, &accessEntry{
 		scheme: scheme, method: r.Method, host: r.Host, path: r.URL.Path, proto: r.Proto, remote: r.RemoteAddr,
 		status: status, bytes: bytes, duration: d, upstream: upstream,
 	})

@@ -52,7 +52,8 @@ func (h *handler) logPlain(next http.Handler) http.Handler {
 		if sw.status == 0 {
 			sw.status = http.StatusOK
 		}
-		h.accessLog(r, "http", sw.status, sw.bytes, time.Since(start).Seconds(), 0)
+		end := time.Now()
+		h.accessLog(r, end, "http", sw.status, sw.bytes, end.Sub(start).Seconds(), 0)
 	})
 }
 
